@@ -1,0 +1,7 @@
+"""nlp-rnn: recurrent-network NLP in PyTorch: tokenize, pad, train, evaluate, serve."""
+
+__version__ = "0.1.0"
+
+from nlp_rnn.predictor import load  # noqa: E402
+
+__all__ = ["load", "__version__"]

@@ -1,0 +1,82 @@
+"""Run-folder files: weights in safetensors, resumable training state, all written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from nlp_rnn.errors import NlpRnnError
+from nlp_rnn.io import atomic_write
+
+CONFIG_FILE = "config.yaml"
+TOKENIZER_FILE = "tokenizer.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "log.jsonl"
+STATE_FILE = "training_state.pt"
+
+
+def save_weights(path: str | Path, model: nn.Module, metadata: dict[str, Any]) -> None:
+    """Weights plus JSON-encoded metadata (labels, vocabulary size) in one safetensors file."""
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    encoded = {key: json.dumps(value) for key, value in metadata.items()}
+    atomic_write(path, lambda temp: save_file(tensors, temp, metadata=encoded))
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise NlpRnnError(f"{path}: weights file not found")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+        metadata = {key: json.loads(value) for key, value in raw.items() if key != "format"}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise NlpRnnError(f"{path}: not a readable safetensors file ({err})") from None
+    return tensors, metadata
+
+
+def load_into(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Strict load with an error that names the file instead of a wall of key names."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"missing {missing[:3]}")
+        if unexpected:
+            details.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            k = wrong[0]
+            details.append(f"{k} has shape {tuple(tensors[k].shape)}, the config builds {tuple(expected[k].shape)}")
+        raise NlpRnnError(f"{path}: weights do not match the model in config.yaml ({'; '.join(details)})")
+    model.load_state_dict(tensors)
+
+
+def save_training_state(path: str | Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda temp: torch.save(state, temp))
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise NlpRnnError(f"{path}: no training state to resume from")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise NlpRnnError(f"{path}: cannot read training state ({err})") from None
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8"))

@@ -1,0 +1,48 @@
+"""The sentiment (text) classifier: recurrent encoder + masked pooling + dropout + linear head."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from nlp_rnn.batching import Batch
+from nlp_rnn.config import ModelConfig
+from nlp_rnn.encoder import RecurrentEncoder
+from nlp_rnn.pooling import Pooling
+
+
+class SentimentClassifier(nn.Module):
+    def __init__(self, config: ModelConfig, vocab_size: int, num_labels: int, pad_id: int = 0,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.config = config
+        self.num_labels = num_labels
+        self.label_smoothing = label_smoothing
+        self.encoder = RecurrentEncoder(
+            vocab_size,
+            config.embedding_dim,
+            config.hidden_size,
+            cell=config.cell,
+            num_layers=config.num_layers,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout,
+            embedding_dropout=config.embedding_dropout,
+            pad_id=pad_id,
+            packed=config.packed,
+        )
+        self.pooling = Pooling(config.pooling, self.encoder.output_size, self.encoder.num_directions)
+        self.dropout = nn.Dropout(config.output_dropout)
+        self.head = nn.Linear(self.pooling.output_size, num_labels)
+
+    def pool(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """Sequence features (batch, features) and, for attention pooling, weights (batch, len)."""
+        encoded = self.encoder(batch.input_ids, batch.lengths)
+        return self.pooling(encoded)
+
+    def forward(self, batch: Batch, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """-> logits (batch, num_labels) and, given targets (batch,), the mean cross-entropy."""
+        pooled, _ = self.pool(batch)
+        logits = self.head(self.dropout(pooled))  # (batch, num_labels)
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)

@@ -1,0 +1,160 @@
+"""``nlp-rnn train | evaluate | predict | demo``. Errors the user can fix print one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from nlp_rnn.errors import NlpRnnError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nlp_rnn.config import load_config
+    from nlp_rnn.training import train
+
+    if args.resume:
+        if args.out is None:
+            raise NlpRnnError("--resume needs --out RUN_DIR (the run folder to continue)")
+        config = None
+    else:
+        if args.config is None:
+            raise NlpRnnError("train needs a CONFIG.yaml (or --resume --out RUN_DIR)")
+        config = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    metrics = train(config, out, resume=args.resume)
+    validation = metrics["validation"]
+    print(f"best epoch {metrics['best_epoch']}: validation accuracy {validation['accuracy']:.4f}, "
+          f"macro-F1 {validation['macro_f1']:.4f}; run folder {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    import nlp_rnn
+    from nlp_rnn.checkpoint import write_json
+    from nlp_rnn.data import load_eval_split
+    from nlp_rnn.evaluation import evaluate_classifier
+    from nlp_rnn.plots import plot_confusion_matrix
+    from nlp_rnn.training import encode_split
+
+    predictor = nlp_rnn.load(args.run_dir)
+    split = load_eval_split(predictor.config.data, args.split)
+    dataset = encode_split(split, predictor.tokenizer, predictor.config)
+    labels = predictor.labels
+    report = evaluate_classifier(predictor.model, dataset, labels, args.batch_size, torch.device("cpu"))
+    report.update(split=args.split, dataset=predictor.config.data.dataset, run_dir=str(args.run_dir))
+    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation" / args.split
+    write_json(out / "metrics.json", report)
+    plot_confusion_matrix(report["confusion_matrix"], labels, out / "confusion_matrix.png")
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['dataset']} [{args.split}] {report['num_examples']} examples: accuracy "
+              f"{report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+              f"{report['examples_per_second']:.0f} examples/s")
+        for name, scores in report["per_class"].items():
+            print(f"  {name:>12}: precision {scores['precision']:.4f} recall {scores['recall']:.4f} "
+                  f"f1 {scores['f1']:.4f} support {scores['support']}")
+        print(f"confusion matrix (rows true, columns predicted {labels}): {report['confusion_matrix']}")
+        print(f"written to {out}")
+    return 0
+
+
+def _read_stdin_lines() -> list[str]:
+    data = sys.stdin.buffer.read()
+    return data.decode("utf-8", errors="replace").splitlines()
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import nlp_rnn
+
+    predictor = nlp_rnn.load(args.run_dir)
+    texts = args.text if args.text else _read_stdin_lines()
+    failures = 0
+    for start in range(0, len(texts), 256):
+        chunk = texts[start : start + 256]
+        usable = [i for i, text in enumerate(chunk) if text.strip()]
+        results = dict(zip(usable, predictor.predict([chunk[i] for i in usable]), strict=True))
+        for i, text in enumerate(chunk):
+            result = results.get(i)
+            if result is None:
+                failures += 1
+                print(json.dumps({"error": "empty text"}) if args.json else "error: empty text")
+            elif args.json:
+                print(json.dumps(result))
+            else:
+                print(f"{result['label']}\t{result['score']:.4f}")
+    return 1 if failures else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    app_path = Path(__file__).resolve().parent.parent / "demo" / "app.py"
+    if not app_path.is_file():
+        raise NlpRnnError(f"{app_path}: demo app not found (run from a source checkout)")
+    spec = importlib.util.spec_from_file_location("nlp_rnn_demo_app", app_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(sentiment=args.sentiment, host=args.host, port=args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nlp-rnn", description="Recurrent-network NLP: train, evaluate, serve.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model from a YAML config")
+    train.add_argument("config", nargs="?", help="YAML config (configs/...)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set model.hidden_size=256 (repeatable)")
+    train.add_argument("--out", help="run folder (default: runs/<config name>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a run folder on a dataset split")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--split", default="test", help="train, validation, test, or a split name of the dataset")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--out", help="where to write metrics.json and confusion_matrix.png "
+                                        "(default: RUN_DIR/evaluation/SPLIT)")
+    evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser("predict", help="label texts (arguments, or stdin lines)")
+    predict.add_argument("run_dir")
+    predict.add_argument("text", nargs="*", help="texts to label; none: read lines from stdin")
+    predict.add_argument("--json", action="store_true", help="one JSON object per input")
+    predict.set_defaults(run=_predict)
+
+    demo = commands.add_parser("demo", help="serve the Gradio web demo")
+    demo.add_argument("--sentiment", default=None, help="sentiment run folder (default: demo/models/sentiment-imdb)")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=7860)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    try:
+        return args.run(args)
+    except NlpRnnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 130 if type(err).__name__ == "TrainingInterrupted" else 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    finally:
+        logging.getLogger(__name__).debug("done in %.1fs", time.perf_counter() - started)

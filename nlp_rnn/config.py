@@ -1,0 +1,270 @@
+"""Configuration: frozen dataclasses with every default written once, YAML holding only differences.
+
+A YAML file (and ``--set section.key=value`` overrides) is checked against these dataclasses; every unknown
+key and bad value is collected and reported together in one :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nlp_rnn.errors import NlpRnnError
+
+
+class ConfigError(NlpRnnError):
+    """All problems found in a configuration, one per line."""
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+def _bounded(default: Any, low: float | None = None, high: float | None = None) -> Any:
+    return field(default=default, metadata={"low": low, "high": high})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the examples come from and how long they may be."""
+
+    dataset: str = "stanfordnlp/imdb"  # hub id; resolved under $NLP_RNN_DATA_DIR when that mirror has it
+    config_name: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    train_split: str = "train"
+    validation_split: str | None = None  # None: carve validation_fraction of train with split_seed
+    test_split: str = "test"
+    validation_fraction: float = _bounded(0.1, 0.0, 0.5)
+    split_seed: int = 1234
+    max_length: int = _bounded(400, 1)  # tokens kept per text
+    truncation: str = _choice("head_tail", "head", "tail", "head_tail")
+    head_fraction: float = _bounded(0.25, 0.0, 1.0)  # share of max_length taken from the start (head_tail)
+    max_train_examples: int | None = _bounded(None, 1)  # for smoke tests and quick experiments
+    max_eval_examples: int | None = _bounded(None, 1)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """A Hugging Face ``tokenizers`` model trained on the training split only."""
+
+    type: str = _choice("word", "word", "bpe", "wordpiece", "unigram")
+    vocab_size: int = _bounded(30000, 8)
+    min_frequency: int = _bounded(2, 1)
+    lowercase: bool = True
+    normalization: str = _choice("nfkc", "nfkc", "nfc", "nfd", "nfkd", "none")
+    strip_html: bool = True  # IMDB's "<br />" tags become spaces
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Embedding -> stacked recurrent encoder -> pooling -> dropout -> linear head."""
+
+    cell: str = "lstm"  # rnn | lstm | gru | peephole_lstm | any name given to nlp_rnn.cells.register_cell
+    embedding_dim: int = _bounded(128, 1)
+    hidden_size: int = _bounded(128, 1)
+    num_layers: int = _bounded(1, 1)
+    bidirectional: bool = True
+    dropout: float = _bounded(0.0, 0.0, 0.99)  # between stacked layers
+    embedding_dropout: float = _bounded(0.0, 0.0, 0.99)
+    pooling: str = _choice("max", "last", "mean", "max", "max_mean", "attention")
+    output_dropout: float = _bounded(0.0, 0.0, 0.99)  # on the pooled features, before the head
+    packed: str = _choice("auto", "auto", "always", "never")  # auto: pack on CUDA (cuDNN), not on CPU
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedule, stopping, logging and checkpoints."""
+
+    seed: int = 0
+    epochs: int = _bounded(10, 1)
+    batch_size: int = _bounded(64, 1)
+    max_tokens: int | None = _bounded(None, 1)  # token budget per batch (padded size); overrides batch_size
+    bucket_size: int = _bounded(100, 1)  # batches per length bucket; 1 = no bucketing
+    lr: float = _bounded(2e-3, 0.0)
+    weight_decay: float = _bounded(0.01, 0.0)
+    schedule: str = _choice("linear", "linear", "cosine", "constant", "plateau")
+    warmup_ratio: float = _bounded(0.05, 0.0, 1.0)  # share of all steps spent warming up (not plateau)
+    plateau_factor: float = _bounded(0.5, 0.0, 1.0)
+    plateau_patience: int = _bounded(0, 0)
+    clip_norm: float | None = _bounded(1.0, 0.0)
+    label_smoothing: float = _bounded(0.0, 0.0, 1.0)
+    metric: str = _choice("accuracy", "accuracy", "macro_f1", "loss")  # early stopping and best checkpoint
+    patience: int | None = _bounded(3, 1)  # epochs without improvement before stopping; null: never
+    eval_batch_size: int = _bounded(256, 1)
+    log_every: int = _bounded(50, 1)  # steps between log.jsonl records
+    checkpoint_every: int = _bounded(500, 1)  # steps between resumable checkpoints (also every epoch)
+    device: str = _choice("auto", "auto", "cpu", "cuda")
+    num_threads: int = _bounded(0, 0)  # 0: torch's default
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment; ``task`` picks the model family."""
+
+    task: str = _choice("classification", "classification")
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checking and building
+
+
+def _type_error(value: Any, hint: Any) -> str | None:
+    """Why ``value`` does not fit the annotation ``hint``, or None when it fits."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        return None if type(None) in options else "must not be null"
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return None
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if option is str and isinstance(value, str):
+            return None
+    names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
+    return f"must be {names}"
+
+
+def _check_field(f: dataclasses.Field, hint: Any, value: Any, key: str, errors: list[str]) -> Any:
+    problem = _type_error(value, hint)
+    if problem:
+        errors.append(f"{key}: {value!r} {problem}")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and float in (*typing.get_args(hint), hint):
+        value = float(value)
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        errors.append(f"{key}: {value!r} is not one of {', '.join(choices)}")
+    low, high = f.metadata.get("low"), f.metadata.get("high")
+    if value is not None and not isinstance(value, bool) and isinstance(value, (int, float)):
+        if low is not None and value < low:
+            errors.append(f"{key}: {value!r} must be >= {low}")
+        if high is not None and value > high:
+            errors.append(f"{key}: {value!r} must be <= {high}")
+    return value
+
+
+def _build(cls: type, values: Any, prefix: str, errors: list[str]) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        errors.append(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in known:
+            errors.append(f"{dotted}: unknown key (valid: {', '.join(known)})")
+            continue
+        f = known[key]
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, dotted, errors)
+        else:
+            kwargs[key] = _check_field(f, hint, value, dotted, errors)
+    return cls(**kwargs)
+
+
+def _semantic_checks(config: Config, errors: list[str]) -> None:
+    from nlp_rnn.cells import available_cells  # registry lives with the cells
+
+    if config.model.cell not in available_cells():
+        errors.append(f"model.cell: {config.model.cell!r} is not one of {', '.join(available_cells())}")
+    if config.data.validation_split is None and config.data.validation_fraction <= 0:
+        errors.append("data.validation_fraction: must be > 0 when data.validation_split is null")
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build and check a :class:`Config`; raise one ConfigError listing every problem."""
+    errors: list[str] = []
+    config = _build(Config, values, "", errors)
+    if not errors:
+        _semantic_checks(config, errors)
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    return config
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["model.hidden_size=256", ...]`` -> nested dict; values are read as YAML scalars."""
+    nested: dict[str, Any] = {}
+    errors = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            errors.append(f"--set {item!r}: expected section.key=value")
+            continue
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                errors.append(f"--set {item!r}: {part} is not a section")
+                break
+        else:
+            node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    if errors:
+        raise ConfigError("invalid overrides:\n  " + "\n  ".join(errors))
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config ({err})") from None
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return values
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply ``--set`` overrides, check everything at once."""
+    values = _merge(read_yaml(path), parse_overrides(overrides or []))
+    try:
+        return config_from_dict(values)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the fully resolved config (every key, defaults included)."""
+    from nlp_rnn.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

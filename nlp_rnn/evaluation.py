@@ -1,0 +1,50 @@
+"""Batched inference over an encoded dataset and the classification metrics computed from it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nlp_rnn.batching import BucketBatchSampler, Collator, EncodedDataset
+from nlp_rnn.metrics import classification_report
+from nlp_rnn.tokenization import PAD_ID
+
+
+def autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
+    """bf16 autocast on CUDA; a no-op context on the CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, dataset: EncodedDataset, batch_size: int, device: torch.device,
+                   amp: bool = True) -> torch.Tensor:
+    """Logits (num_examples, num_labels) in dataset order; batches are sorted by length for speed."""
+    was_training = model.training
+    model.eval()
+    sampler = BucketBatchSampler(dataset.lengths(), batch_size, shuffle=False)
+    collate = Collator(PAD_ID)
+    logits = torch.empty(len(dataset), model.num_labels)
+    for indices in sampler:
+        batch = collate([dataset[i] for i in indices]).to(device)
+        with autocast(device, amp):
+            batch_logits, _ = model(batch)
+        logits[indices] = batch_logits.float().cpu()
+    model.train(was_training)
+    return logits
+
+
+def evaluate_classifier(model: nn.Module, dataset: EncodedDataset, label_names: Sequence[str], batch_size: int,
+                        device: torch.device, amp: bool = True) -> dict:
+    """Loss, accuracy, macro-F1, per-class scores, confusion matrix and examples/s on labelled data."""
+    start = time.perf_counter()
+    logits = predict_logits(model, dataset, batch_size, device, amp)
+    seconds = time.perf_counter() - start
+    labels = torch.as_tensor(dataset.labels, dtype=torch.long)
+    report = classification_report(logits.argmax(-1).tolist(), labels.tolist(), label_names)
+    report["loss"] = F.cross_entropy(logits, labels).item()
+    report["examples_per_second"] = len(dataset) / seconds if seconds > 0 else float("inf")
+    return report

@@ -1,0 +1,53 @@
+"""PNG plots for run folders: learning curves and confusion matrices (matplotlib, no display)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from nlp_rnn.io import atomic_write  # noqa: E402
+
+
+def _save(figure: plt.Figure, path: str | Path) -> None:
+    atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(figure)
+
+
+def plot_learning_curve(records: Sequence[dict], path: str | Path, metric: str = "accuracy") -> None:
+    """Training loss per logging step and per epoch, validation loss and metric per epoch."""
+    steps = [r for r in records if r.get("kind") == "step"]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    if steps:
+        loss_axis.plot([r["step"] for r in steps], [r["loss"] for r in steps], alpha=0.4, label="train (steps)")
+    if epochs:
+        loss_axis.plot([r["step"] for r in epochs], [r["train_loss"] for r in epochs], "o-", label="train (epoch)")
+        loss_axis.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "s-", label="validation")
+        metric_axis.plot([r["epoch"] for r in epochs], [r["train_accuracy"] for r in epochs], "o-", label="train")
+        metric_axis.plot([r["epoch"] for r in epochs], [r[f"val_{metric}"] for r in epochs], "s-",
+                         label="validation")
+    loss_axis.set(xlabel="step", ylabel="loss", title="loss")
+    metric_axis.set(xlabel="epoch", ylabel=metric, title=metric)
+    for axis in (loss_axis, metric_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    _save(figure, path)
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], label_names: Sequence[str], path: str | Path) -> None:
+    size = max(3.0, 0.9 * len(label_names) + 1.5)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(matrix, cmap="Blues")
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            axis.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+    axis.set_xticks(range(len(label_names)), label_names, rotation=45, ha="right")
+    axis.set_yticks(range(len(label_names)), label_names)
+    axis.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+    _save(figure, path)

@@ -1,0 +1,84 @@
+"""Tokenizers from the Hugging Face ``tokenizers`` library, trained on the training split only.
+
+Special tokens come first so that ``<pad>`` is id 0, then ``<unk>``, ``<s>``, ``</s>``. Normalisation
+(HTML line breaks, Unicode form, lowercasing) lives inside the tokenizer, so ``tokenizer.json`` alone
+reproduces it at prediction time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from nlp_rnn.config import TokenizerConfig
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
+SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
+PAD_ID = 0
+
+
+def _normalizer(config: TokenizerConfig) -> normalizers.Normalizer:
+    steps = []
+    if config.strip_html:
+        steps.append(normalizers.Replace(Regex(r"<br\s*/?>"), " "))
+    if config.normalization != "none":
+        steps.append(getattr(normalizers, config.normalization.upper())())
+    if config.lowercase:
+        steps.append(normalizers.Lowercase())
+    steps.append(normalizers.Strip())
+    return normalizers.Sequence(steps)
+
+
+def build_tokenizer(config: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
+    """An untrained tokenizer of ``config.type`` and the trainer that fills its vocabulary."""
+    common = {"vocab_size": config.vocab_size, "special_tokens": SPECIAL_TOKENS}
+    if config.type == "word":
+        tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        trainer = trainers.WordLevelTrainer(min_frequency=config.min_frequency, **common)
+    elif config.type == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(min_frequency=config.min_frequency, **common)
+    elif config.type == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(min_frequency=config.min_frequency, **common)
+    elif config.type == "unigram":
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(unk_token=UNK, **common)
+    else:
+        raise ValueError(f"unknown tokenizer type {config.type!r}")
+    tokenizer.normalizer = _normalizer(config)
+    return tokenizer, trainer
+
+
+def train_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
+    tokenizer, trainer = build_tokenizer(config)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    assert tokenizer.token_to_id(PAD) == PAD_ID, "special tokens must come first"
+    return tokenizer
+
+
+def truncate(ids: list[int], max_length: int, strategy: str = "head", head_fraction: float = 0.25) -> list[int]:
+    """Keep at most ``max_length`` ids: the start, the end, or both (Sun et al. 2019's head+tail)."""
+    if len(ids) <= max_length:
+        return ids
+    if strategy == "head":
+        return ids[:max_length]
+    if strategy == "tail":
+        return ids[-max_length:]
+    head = round(max_length * head_fraction)
+    return ids[:head] + ids[len(ids) - (max_length - head) :]
+
+
+def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, strategy: str = "head",
+                 head_fraction: float = 0.25) -> list[list[int]]:
+    """Batch-encode and truncate; no special tokens are added."""
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return [truncate(e.ids, max_length, strategy, head_fraction) for e in encodings]

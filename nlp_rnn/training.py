@@ -1,0 +1,365 @@
+"""Training: AdamW, warmup + decay or plateau schedule, clipping, early stopping, resumable checkpoints.
+
+A run folder ends up holding ``config.yaml`` (fully resolved), ``tokenizer.json``, ``model.safetensors``
+(the best epoch), ``metrics.json``, ``log.jsonl``, ``learning_curve.png`` and ``training_state.pt``
+(everything ``--resume`` needs: current weights, optimizer, scheduler, position in the epoch, RNG states).
+Batch order is a pure function of (seed, epoch) and the RNG states are restored, so an interrupted and
+resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from nlp_rnn import checkpoint as ckpt
+from nlp_rnn.batching import BucketBatchSampler, Collator, EncodedDataset
+from nlp_rnn.classifier import SentimentClassifier
+from nlp_rnn.config import Config, TrainConfig, load_config, save_config
+from nlp_rnn.data import Splits, load_splits
+from nlp_rnn.errors import NlpRnnError
+from nlp_rnn.evaluation import autocast, evaluate_classifier
+from nlp_rnn.io import atomic_write, atomic_write_text
+from nlp_rnn.plots import plot_learning_curve
+from nlp_rnn.tokenization import PAD_ID, encode_texts, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(NlpRnnError):
+    """Training stopped early (Ctrl-C or SIGTERM) after saving a resumable checkpoint."""
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NlpRnnError("train.device: cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class ClassificationData:
+    tokenizer: Tokenizer
+    label_names: list[str]
+    train: EncodedDataset
+    validation: EncodedDataset
+
+
+def encode_split(split, tokenizer: Tokenizer, config: Config) -> EncodedDataset:
+    data = config.data
+    ids = encode_texts(tokenizer, split[data.text_column], data.max_length, data.truncation, data.head_fraction)
+    keep = [i for i, row in enumerate(ids) if row]  # texts that normalise to nothing (e.g. only "<br />")
+    return EncodedDataset([ids[i] for i in keep], [split[data.label_column][i] for i in keep])
+
+
+def prepare_data(config: Config, tokenizer: Tokenizer | None = None) -> ClassificationData:
+    """Load the splits, train the tokenizer on train only (unless given), encode train and validation."""
+    splits: Splits = load_splits(config.data)
+    if tokenizer is None:
+        tokenizer = train_tokenizer(splits.train[config.data.text_column], config.tokenizer)
+    return ClassificationData(tokenizer, splits.label_names, encode_split(splits.train, tokenizer, config),
+                              encode_split(splits.validation, tokenizer, config))
+
+
+def build_model(config: Config, vocab_size: int, num_labels: int) -> SentimentClassifier:
+    return SentimentClassifier(config.model, vocab_size, num_labels, PAD_ID, config.train.label_smoothing)
+
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only; biases, peepholes and embeddings are left alone (as in BERT/nanoGPT)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        is_matrix = parameter.dim() >= 2 and "embedding" not in name
+        (decay if is_matrix else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int):
+    if train.schedule == "plateau":
+        mode = "min" if train.metric == "loss" else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, factor=train.plateau_factor, patience=train.plateau_patience)
+    warmup = int(train.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if train.schedule == "linear":
+            return 1.0 - progress
+        if train.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _improved(value: float, best: float | None, metric: str) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "loss" else value > best
+
+
+class Trainer:
+    """One training run in one run folder. ``run()`` trains to the end or raises TrainingInterrupted."""
+
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
+                 on_step: Callable[[int], None] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.on_step = on_step
+        state_path = self.run_dir / ckpt.STATE_FILE
+        self.state: dict[str, Any] | None = None
+        if resume:
+            self.state = ckpt.load_training_state(state_path)
+            config = load_config(self.run_dir / ckpt.CONFIG_FILE)
+        elif state_path.exists() or (self.run_dir / ckpt.WEIGHTS_FILE).exists():
+            raise NlpRnnError(f"{self.run_dir} already holds a run: pass --resume to continue it, "
+                              "or choose another --out")
+        self.config = config
+        train = config.train
+        if train.num_threads:
+            torch.set_num_threads(train.num_threads)
+        seed_everything(train.seed)
+        self.device = select_device(train.device)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        tokenizer = Tokenizer.from_file(str(self.run_dir / ckpt.TOKENIZER_FILE)) if resume else None
+        self.data = prepare_data(config, tokenizer)
+        if not resume:
+            save_config(config, self.run_dir / ckpt.CONFIG_FILE)
+            atomic_write(self.run_dir / ckpt.TOKENIZER_FILE, lambda temp: self.data.tokenizer.save(temp))
+            (self.run_dir / ckpt.LOG_FILE).unlink(missing_ok=True)
+
+        seed_everything(train.seed)  # same initial weights whatever the data loading consumed
+        self.model = build_model(config, self.data.tokenizer.get_vocab_size(), len(self.data.label_names))
+        self.model.to(self.device)
+        self.optimizer = torch.optim.AdamW(_parameter_groups(self.model, train.weight_decay), lr=train.lr)
+        self.sampler = BucketBatchSampler(self.data.train.lengths(), train.batch_size, train.max_tokens,
+                                          shuffle=True, bucket_size=train.bucket_size, seed=train.seed)
+        self.steps_per_epoch = len(self.sampler.batches())
+        self.scheduler = _make_scheduler(self.optimizer, train, self.steps_per_epoch * train.epochs)
+        self.collate = Collator(PAD_ID)
+        self.progress = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": None, "bad_epochs": 0,
+                         "done": False, "seconds": 0.0, "sums": _empty_sums()}
+        if self.state is not None:
+            self._restore(self.state)
+
+    # -- state --------------------------------------------------------------------------------------
+
+    def _metadata(self) -> dict[str, Any]:
+        return {"task": self.config.task, "labels": self.data.label_names,
+                "vocab_size": self.data.tokenizer.get_vocab_size()}
+
+    def _save_state(self) -> None:
+        state = {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "progress": dict(self.progress),
+            "rng": _rng_state(),
+        }
+        ckpt.save_training_state(self.run_dir / ckpt.STATE_FILE, state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = dict(state["progress"])
+        _set_rng_state(state["rng"])
+        # Drop log records written after the checkpoint: they will be written again.
+        log_path = self.run_dir / ckpt.LOG_FILE
+        if log_path.exists():
+            records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line]
+            kept = [r for r in records if r["step"] <= self.progress["step"]]
+            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / ckpt.LOG_FILE, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # -- loop ---------------------------------------------------------------------------------------
+
+    def _train_step(self, batch) -> tuple[float, int, float]:
+        train = self.config.train
+        batch = batch.to(self.device)
+        with autocast(self.device, train.amp):
+            logits, loss = self.model(batch, targets=batch.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = train.clip_norm if train.clip_norm is not None else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        self.optimizer.step()
+        if train.schedule != "plateau":
+            self.scheduler.step()
+        correct = int((logits.argmax(-1) == batch.labels).sum())
+        return loss.item(), correct, grad_norm
+
+    def _end_epoch(self, epoch: int) -> bool:
+        """Validate, keep the best weights, step the plateau schedule; True when training should stop."""
+        train = self.config.train
+        progress = self.progress
+        report = evaluate_classifier(self.model, self.data.validation, self.data.label_names,
+                                     train.eval_batch_size, self.device, train.amp)
+        sums = progress["sums"]
+        value = report[train.metric]
+        record = {"kind": "epoch", "epoch": epoch + 1, "step": progress["step"],
+                  "train_loss": sums["loss"] / max(1, sums["batches"]),
+                  "train_accuracy": sums["correct"] / max(1, sums["examples"]),
+                  "val_loss": report["loss"], "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
+                  "lr": self.optimizer.param_groups[0]["lr"], "seconds": progress["seconds"]}
+        self._log(record)
+        log.info("epoch %d: val %s %.4f", epoch + 1, train.metric, value)
+        if _improved(value, progress["best"], train.metric):
+            progress.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
+            ckpt.save_weights(self.run_dir / ckpt.WEIGHTS_FILE, self.model, self._metadata())
+            ckpt.write_json(self.run_dir / ckpt.METRICS_FILE, self._metrics(report))
+        else:
+            progress["bad_epochs"] += 1
+        if train.schedule == "plateau":
+            self.scheduler.step(value)
+        progress.update(epoch=epoch + 1, batch=0, sums=_empty_sums())
+        return train.patience is not None and progress["bad_epochs"] >= train.patience
+
+    def _metrics(self, report: dict) -> dict[str, Any]:
+        validation = {k: report[k] for k in ("loss", "accuracy", "macro_f1", "per_class", "confusion_matrix")}
+        return {"best_epoch": self.progress["best_epoch"], "step": self.progress["step"],
+                "metric": self.config.train.metric, "validation": validation,
+                "num_parameters": sum(p.numel() for p in self.model.parameters()),
+                "train_seconds": self.progress["seconds"], "labels": self.data.label_names}
+
+    def run(self) -> dict[str, Any]:
+        train = self.config.train
+        progress = self.progress
+        self._stop_requested = False
+        if progress["done"]:
+            log.info("%s: training already finished", self.run_dir)
+            return json.loads((self.run_dir / ckpt.METRICS_FILE).read_text(encoding="utf-8"))
+        self._in_step = False
+        try:
+            with _stop_signals(self):
+                for epoch in range(progress["epoch"], train.epochs):
+                    self.sampler.set_epoch(epoch, start=progress["batch"])
+                    if self._run_epoch(epoch):
+                        break
+            progress["done"] = True
+            self._save_state()
+        except KeyboardInterrupt:
+            if not self._in_step:  # between steps the state is consistent: save it
+                self._save_state()
+            where = "the last checkpoint" if self._in_step else f"step {progress['step']}"
+            raise TrainingInterrupted(f"training interrupted; continue from {where} with: "
+                                      f"nlp-rnn train --resume --out {self.run_dir}") from None
+        records = [json.loads(line) for line in (self.run_dir / ckpt.LOG_FILE).read_text().splitlines() if line]
+        plot_learning_curve(records, self.run_dir / "learning_curve.png",
+                            "accuracy" if train.metric == "loss" else train.metric)
+        return json.loads((self.run_dir / ckpt.METRICS_FILE).read_text(encoding="utf-8"))
+
+    def _run_epoch(self, epoch: int) -> bool:
+        train = self.config.train
+        progress = self.progress
+        self.model.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=progress["batch"], desc=f"epoch {epoch + 1}/{train.epochs}",
+                   disable=not train.progress, dynamic_ncols=True, leave=False)
+        window = {"loss": 0.0, "correct": 0, "examples": 0, "tokens": 0, "batches": 0, "start": time.perf_counter()}
+        for indices in self.sampler:
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._in_step = True
+            started = time.perf_counter()
+            batch = self.collate([self.data.train[i] for i in indices])
+            loss, correct, grad_norm = self._train_step(batch)
+            progress["seconds"] += time.perf_counter() - started
+            progress["step"] += 1
+            progress["batch"] += 1
+            sums = progress["sums"]
+            for store in (sums, window):
+                store["loss"] += loss
+                store["correct"] += correct
+                store["examples"] += len(indices)
+                store["tokens"] += batch.num_tokens
+                store["batches"] += 1
+            self._in_step = False
+            elapsed = time.perf_counter() - window["start"]
+            tokens_per_second = window["tokens"] / elapsed if elapsed > 0 else 0.0
+            bar.update(1)
+            bar.set_postfix(loss=f"{window['loss'] / window['batches']:.3f}",
+                            acc=f"{window['correct'] / window['examples']:.3f}", tok_s=f"{tokens_per_second:.0f}")
+            if progress["step"] % train.log_every == 0:
+                self._log({"kind": "step", "epoch": epoch + 1, "step": progress["step"],
+                           "loss": window["loss"] / window["batches"],
+                           "accuracy": window["correct"] / window["examples"], "grad_norm": grad_norm,
+                           "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_second": tokens_per_second})
+                window.update(loss=0.0, correct=0, examples=0, tokens=0, batches=0, start=time.perf_counter())
+            if progress["step"] % train.checkpoint_every == 0:
+                self._save_state()
+            if self.on_step is not None:
+                self.on_step(progress["step"])
+        bar.close()
+        stop = self._end_epoch(epoch)
+        self._save_state()
+        return stop
+
+
+@contextlib.contextmanager
+def _stop_signals(trainer: Trainer):
+    """First Ctrl-C or SIGTERM: finish the current step, checkpoint, stop. A second Ctrl-C stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        if trainer._stop_requested:
+            raise KeyboardInterrupt
+        trainer._stop_requested = True
+        log.warning("stopping after this step (again to stop at once)")
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _empty_sums() -> dict[str, float]:
+    return {"loss": 0.0, "correct": 0, "examples": 0, "tokens": 0, "batches": 0}
+
+
+def train(config: Config, run_dir: str | Path, resume: bool = False,
+          on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train ``config`` into ``run_dir`` (or continue the run there) and return its metrics."""
+    return Trainer(config, run_dir, resume=resume, on_step=on_step).run()
