@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from nlp_rnn.errors import NlpRnnError  # noqa: E402
 from nlp_rnn.predictor import load  # noqa: E402
 
-__all__ = ["load", "__version__"]
+__all__ = ["NlpRnnError", "load", "__version__"]

@@ -34,6 +34,15 @@ class SentimentClassifier(nn.Module):
         self.dropout = nn.Dropout(config.output_dropout)
         self.head = nn.Linear(self.pooling.output_size, num_labels)
 
+    def summary(self, print_fn=print) -> str:
+        """Print (and return) a Keras-style table of layers, output shapes and parameter counts."""
+        from nlp_rnn.summary import format_summary
+
+        table = format_summary(self)
+        if print_fn is not None:
+            print_fn(table)
+        return table
+
     def pool(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """Sequence features (batch, features) and, for attention pooling, weights (batch, len)."""
         encoded = self.encoder(batch.input_ids, batch.lengths)

@@ -1,0 +1,36 @@
+# Quick start: `make demo` (serve the demo on the shipped models) and `make test`.
+# Both create .venv when missing and install torch==2.13.0 first (the CPU wheel where one lies on disk),
+# then this project with its dev extra.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+SHARED_DATA := $(wildcard ../shared/data/hf)
+ifneq ($(SHARED_DATA),)
+export NLP_RNN_DATA_DIR ?= $(abspath $(SHARED_DATA))
+endif
+
+.PHONY: install test test-fast demo lint clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+demo: install
+	$(BIN)/nlp-rnn demo
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
