@@ -187,9 +187,10 @@ def _build(cls: type, values: Any, prefix: str, errors: list[str]) -> Any:
 def _semantic_checks(config: Config, errors: list[str]) -> None:
     from nlp_rnn.cells import available_cells  # registry lives with the cells
 
-    if config.model.cell not in available_cells():
+    # Runs even when other fields are bad, so it must not trip on them (a wrong type is already reported).
+    if isinstance(config.model.cell, str) and config.model.cell not in available_cells():
         errors.append(f"model.cell: {config.model.cell!r} is not one of {', '.join(available_cells())}")
-    if config.data.validation_split is None and config.data.validation_fraction <= 0:
+    if config.data.validation_split is None and config.data.validation_fraction == 0:  # < 0: already reported
         errors.append("data.validation_fraction: must be > 0 when data.validation_split is null")
 
 
@@ -197,8 +198,7 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     """Build and check a :class:`Config`; raise one ConfigError listing every problem."""
     errors: list[str] = []
     config = _build(Config, values, "", errors)
-    if not errors:
-        _semantic_checks(config, errors)
+    _semantic_checks(config, errors)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     return config

@@ -57,7 +57,7 @@ def test_save_and_reload_give_identical_ids(tokenizer, tmp_path):
 def test_html_line_breaks_are_normalised_away(kind):
     tokenizer = make_tokenizer(kind)
     assert "<" not in tokenizer.normalizer.normalize_str("good<br />film<br/>and<br>more")
-    assert tokenizer.encode("a great film.<br /><br />loved it").ids == tokenizer.encode("a great film. loved it").ids
+    assert tokenizer.encode("a great film.<br />loved it").ids == tokenizer.encode("a great film. loved it").ids
     kept = make_tokenizer(kind, strip_html=False)
     assert "<br />" in kept.normalizer.normalize_str("good<br />film")
 

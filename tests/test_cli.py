@@ -1,0 +1,105 @@
+"""The command line end to end on a tiny real run: every failure is one line on stderr, never a traceback."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from nlp_rnn.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args, stdin: bytes | None = None):
+    return subprocess.run([sys.executable, "-m", "nlp_rnn", *args], input=stdin, capture_output=True,
+                          env=dict(os.environ), check=False)
+
+
+def assert_one_line_error(result, *fragments):
+    stderr = result.stderr.decode()
+    assert result.returncode != 0
+    assert "Traceback" not in stderr
+    error_lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0]
+
+
+def test_predict_texts_and_json(tiny_run, capsys):
+    assert main(["predict", str(tiny_run), "A wonderful film.", "Dreadful."]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.split("\t")[0] in ("neg", "pos") for line in lines)
+    assert main(["predict", str(tiny_run), "fine", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"label", "score", "scores"}
+    assert abs(sum(result["scores"].values()) - 1) < 1e-5
+
+
+def test_predict_stdin_with_bad_input(tiny_run):
+    lines = [b"great movie", b"", b"   ", "\u05e1\u05e8\u05d8 \u05de\u05e6\u05d5\u05d9\u05df \U0001F600".encode(),
+             b"\xff\xfe invalid utf-8 \x80", b"control \x00\x07\x1b[31m chars", b"<script>alert(1)</script>"]
+    result = run_cli("predict", str(tiny_run), stdin=b"\n".join(lines) + b"\n")
+    out = result.stdout.decode().splitlines()
+    assert "Traceback" not in result.stderr.decode()
+    assert len(out) == len(lines)  # one line per input, in order
+    assert out[1] == out[2] == "error: empty text"
+    assert all(line.split("\t")[0] in ("neg", "pos") for i, line in enumerate(out) if i not in (1, 2))
+    assert result.returncode == 1  # some inputs could not be labelled
+
+
+def test_predict_one_megabyte_review(tiny_run, capsys):
+    assert main(["predict", str(tiny_run), "good " * 200_000]) == 0
+    assert capsys.readouterr().out.split("\t")[0] in ("neg", "pos")
+
+
+def test_evaluate_json(tiny_run, tmp_path):
+    result = run_cli("evaluate", str(tiny_run), "--split", "validation", "--json", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["num_examples"] == 64
+    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix", "examples_per_second"} <= set(report)
+    assert sum(map(sum, report["confusion_matrix"])) == 64
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+
+
+def test_missing_run_folder(tmp_path):
+    assert_one_line_error(run_cli("predict", str(tmp_path / "nope"), "hi"), "nope", "not found")
+
+
+def test_corrupt_weights_are_named(tiny_run, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    assert_one_line_error(run_cli("predict", str(broken), "hi"), "model.safetensors")
+
+
+def test_tokenizer_from_another_run_is_named(tiny_run, tmp_path):
+    from tokenizers import Tokenizer
+
+    from nlp_rnn.config import TokenizerConfig
+    from nlp_rnn.tokenization import train_tokenizer
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other)
+    tokenizer: Tokenizer = train_tokenizer(["a b c d e f g"] * 3, TokenizerConfig(min_frequency=1))
+    tokenizer.save(str(other / "tokenizer.json"))
+    assert_one_line_error(run_cli("predict", str(other), "hi"), "tokenizer.json")
+
+
+def test_bad_config_reports_every_problem_at_once(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model:\n  cell: lstmm\n  hidden_size: -3\n  pooling: sum\ntrain:\n  epoch: 3\n")
+    result = run_cli("train", str(config), "--set", "train.lr=fast", "--out", str(tmp_path / "run"))
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and "Traceback" not in stderr
+    for fragment in ("model.cell", "lstmm", "model.hidden_size", "model.pooling", "sum", "max_mean",
+                     "train.epoch", "unknown key", "train.lr", "'fast'"):
+        assert fragment in stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_config_file(tmp_path):
+    assert_one_line_error(run_cli("train", str(tmp_path / "missing.yaml")), "missing.yaml", "not found")

@@ -1,0 +1,172 @@
+"""Configuration: every problem in one error, dotted overrides, the shipped configs, save -> load."""
+
+from pathlib import Path
+
+import pytest
+
+from nlp_rnn.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+    read_yaml,
+    save_config,
+)
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("**/*.yaml"))
+
+
+def error_of(values) -> str:
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(values)
+    return str(caught.value)
+
+
+def test_defaults_are_valid():
+    assert config_from_dict({}) == Config()
+
+
+def test_every_problem_is_reported_in_one_error():
+    message = error_of({
+        "nonsense": 1,  # unknown section
+        "model": {
+            "hidden_size": "big",  # wrong type
+            "pooling": "avg",  # not one of the choices
+            "dropout": 1.5,  # above the range
+            "hiden_size": 64,  # typo
+            "cell": "lstmm",  # not a registered cell
+        },
+        "train": {"lr": -1.0, "batch_size": None, "epochs": True},  # below range, null, bool for int
+        "data": {"validation_fraction": 0.0},  # no validation split and nothing carved
+    })
+    lines = message.splitlines()[1:]
+    expected = {
+        "nonsense": ["unknown key", "task", "model", "train"],
+        "model.hidden_size": ["'big'", "must be int"],
+        "model.pooling": ["'avg'", "last, mean, max, max_mean, attention"],
+        "model.dropout": ["1.5", "<= 0.99"],
+        "model.hiden_size": ["unknown key", "hidden_size"],
+        "model.cell": ["'lstmm'", "lstm", "gru", "peephole_lstm"],
+        "train.lr": ["-1.0", ">= 0.0"],
+        "train.batch_size": ["None", "must not be null"],
+        "train.epochs": ["True", "must be int"],
+        "data.validation_fraction": ["must be > 0"],
+    }
+    assert len(lines) == len(expected), message
+    for key, fragments in expected.items():
+        [line] = [line for line in lines if line.strip().startswith(f"{key}:")]
+        for fragment in fragments:
+            assert fragment in line, (key, fragment, line)
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"model": "lstm"}, "model: expected a mapping"),
+    ({"train": {"max_tokens": 0}}, "train.max_tokens: 0 must be >= 1"),
+    ({"train": {"clip_norm": "1.0"}}, "train.clip_norm: '1.0' must be float or null"),
+    ({"tokenizer": {"type": "sentencepiece"}}, "word, bpe, wordpiece, unigram"),
+    ({"task": "translation"}, "task: 'translation' is not one of classification"),
+])
+def test_single_problems_are_named(values, fragment):
+    assert fragment in error_of(values)
+
+
+def test_values_of_the_wrong_type_are_reported_once_and_never_crash_the_checks():
+    message = error_of({"model": {"cell": 5}, "data": {"validation_fraction": "x", "validation_split": None}})
+    lines = message.splitlines()[1:]
+    assert len(lines) == 2, message
+    assert "model.cell: 5 must be str" in message
+    assert "data.validation_fraction: 'x' must be float" in message
+
+
+def test_ints_are_accepted_for_floats_and_become_floats():
+    config = config_from_dict({"train": {"lr": 1, "clip_norm": None}, "model": {"dropout": 0}})
+    assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
+    assert config.train.clip_norm is None
+    assert isinstance(config.model.dropout, float)
+
+
+def test_parse_overrides_builds_nested_values_read_as_yaml():
+    overrides = parse_overrides([
+        "model.hidden_size=256", "train.lr=0.001", "model.bidirectional=false", "data.validation_split=",
+        "data.dataset=org/name=with=equals", "task=classification", "train.max_tokens=null",
+    ])
+    assert overrides == {
+        "model": {"hidden_size": 256, "bidirectional": False},
+        "train": {"lr": 0.001, "max_tokens": None},
+        "data": {"validation_split": None, "dataset": "org/name=with=equals"},
+        "task": "classification",
+    }
+
+
+def test_parse_overrides_reports_every_malformed_item():
+    with pytest.raises(ConfigError) as caught:
+        parse_overrides(["model.hidden_size", "=3", "task=classification", "task.x=1"])
+    message = str(caught.value)
+    assert "'model.hidden_size'" in message and "'=3'" in message
+    assert "task is not a section" in message
+    assert len(message.splitlines()) == 4
+
+
+def test_load_config_applies_overrides_over_the_file(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text("model:\n  hidden_size: 32\n  cell: gru\ntrain:\n  epochs: 2\n")
+    config = load_config(path, ["model.hidden_size=16", "model.pooling=attention", "train.lr=0.01"])
+    assert config.model == ModelConfig(hidden_size=16, cell="gru", pooling="attention")
+    assert config.train == TrainConfig(epochs=2, lr=0.01)
+    assert load_config(path).model.hidden_size == 32
+
+
+def test_load_config_errors_name_the_file_and_the_key(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text("model:\n  hidden_size: 32\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ["model.hidden=16", "train.epochs=0"])
+    message = str(caught.value)
+    assert str(path) in message and "model.hidden: unknown key" in message and "train.epochs: 0" in message
+
+
+@pytest.mark.parametrize("text, fragment", [
+    (None, "not found"),
+    ("model: [unclosed", "not valid YAML"),
+    ("- a\n- b\n", "expected a mapping"),
+])
+def test_read_yaml_errors(tmp_path, text, fragment):
+    path = tmp_path / "config.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment):
+        read_yaml(path)
+
+
+def test_empty_yaml_is_all_defaults(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_config(path) == Config()
+
+
+def test_configs_folder_is_not_empty():
+    assert CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_loads(path):
+    assert isinstance(load_config(path), Config)
+
+
+@pytest.mark.parametrize("path", [None, *CONFIGS], ids=lambda p: "defaults" if p is None else p.name)
+def test_save_then_load_round_trips(tmp_path, path):
+    overrides = ["train.lr=1.0e-5", "train.max_tokens=4096", "data.validation_split=null", "model.cell=peephole_lstm",
+                 "train.clip_norm=null", "model.bidirectional=false"]
+    if path is None:
+        config = config_from_dict(parse_overrides(overrides))
+    else:
+        config = load_config(path, overrides)
+    saved = tmp_path / "config.yaml"
+    save_config(config, saved)
+    values = read_yaml(saved)
+    assert set(values) == set(Config().to_dict())
+    assert all(set(values[section]) == set(Config().to_dict()[section]) for section in ("data", "model", "train"))
+    assert config_from_dict(values) == config

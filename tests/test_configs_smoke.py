@@ -1,0 +1,28 @@
+"""Every shipped config trains a few steps, shrunk, on its real dataset (lightning-hydra-template style)."""
+
+from pathlib import Path
+
+import pytest
+
+from nlp_rnn.config import load_config
+from nlp_rnn.training import train
+
+pytestmark = pytest.mark.slow
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("**/*.yaml"))
+SHRINK = ["data.max_train_examples=96", "data.max_eval_examples=32", "data.max_length=48",
+          "tokenizer.vocab_size=500", "model.embedding_dim=8", "model.hidden_size=8", "train.epochs=1",
+          "train.batch_size=32", "train.progress=false", "train.num_threads=1"]
+
+
+def test_configs_exist():
+    assert {p.name for p in CONFIGS} >= {"imdb_bilstm.yaml", "sst2_bilstm.yaml", "rotten_tomatoes_bilstm.yaml",
+                                         "seed_keras_lstm.yaml", "seed_simple_rnn.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_trains_shrunk(path, tmp_path):
+    config = load_config(path, SHRINK)
+    metrics = train(config, tmp_path / path.stem)
+    assert metrics["best_epoch"] == 1
+    assert (tmp_path / path.stem / "model.safetensors").is_file()
