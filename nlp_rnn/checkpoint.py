@@ -22,9 +22,15 @@ LOG_FILE = "log.jsonl"
 STATE_FILE = "training_state.pt"
 
 
-def save_weights(path: str | Path, model: nn.Module, metadata: dict[str, Any]) -> None:
-    """Weights plus JSON-encoded metadata (labels, vocabulary size) in one safetensors file."""
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+def save_weights(path: str | Path, model: nn.Module | dict[str, torch.Tensor], metadata: dict[str, Any],
+                 dtype: torch.dtype | None = None) -> None:
+    """Weights plus JSON-encoded metadata (labels, vocabulary size) in one safetensors file.
+
+    ``dtype=torch.float16`` halves the file for shipping; loading casts back to the model's dtype.
+    """
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    tensors = {name: tensor.detach().cpu().to(dtype if dtype and tensor.is_floating_point() else tensor.dtype)
+               .contiguous() for name, tensor in state.items()}
     encoded = {key: json.dumps(value) for key, value in metadata.items()}
     atomic_write(path, lambda temp: save_file(tensors, temp, metadata=encoded))
 

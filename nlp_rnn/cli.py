@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,10 +26,27 @@ def _train(args: argparse.Namespace) -> int:
             raise NlpRnnError("train needs a CONFIG.yaml (or --resume --out RUN_DIR)")
         config = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "command.txt", "a", encoding="utf-8") as handle:  # how this run was made, for its model card
+        handle.write(shlex.join(["nlp-rnn", *sys.argv[1:]]) + "\n")
     metrics = train(config, out, resume=args.resume)
     validation = metrics["validation"]
     print(f"best epoch {metrics['best_epoch']}: validation accuracy {validation['accuracy']:.4f}, "
           f"macro-F1 {validation['macro_f1']:.4f}; run folder {out}")
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from nlp_rnn.packaging import pack_run, write_model_card
+
+    if args.card_only:
+        print(f"wrote {write_model_card(args.run_dir)}")
+        return 0
+    if args.out is None:
+        raise NlpRnnError("pack needs OUT (or --card-only to rewrite RUN_DIR/README.md)")
+    out = pack_run(args.run_dir, args.out, fp16=args.fp16, force=args.force)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"packed {args.run_dir} into {out} ({size / 1e6:.1f} MB)")
     return 0
 
 
@@ -80,7 +98,7 @@ def _predict(args: argparse.Namespace) -> int:
         chunk = texts[start : start + 256]
         usable = [i for i, text in enumerate(chunk) if text.strip()]
         results = dict(zip(usable, predictor.predict([chunk[i] for i in usable]), strict=True))
-        for i, text in enumerate(chunk):
+        for i in range(len(chunk)):
             result = results.get(i)
             if result is None:
                 failures += 1
@@ -132,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("text", nargs="*", help="texts to label; none: read lines from stdin")
     predict.add_argument("--json", action="store_true", help="one JSON object per input")
     predict.set_defaults(run=_predict)
+
+    pack = commands.add_parser("pack", help="copy a run folder for shipping: no training state, a model card")
+    pack.add_argument("run_dir")
+    pack.add_argument("out", nargs="?")
+    pack.add_argument("--card-only", action="store_true", help="only rewrite RUN_DIR/README.md (after evaluate)")
+    pack.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
+    pack.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    pack.set_defaults(run=_pack)
 
     demo = commands.add_parser("demo", help="serve the Gradio web demo")
     demo.add_argument("--sentiment", default=None, help="sentiment run folder (default: demo/models/sentiment-imdb)")

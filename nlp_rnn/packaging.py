@@ -1,0 +1,87 @@
+"""Turn a run folder into a shippable model folder: no training state, optional float16 weights, a model card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+
+from nlp_rnn import checkpoint as ckpt
+from nlp_rnn.errors import NlpRnnError
+
+SHIPPED = [ckpt.CONFIG_FILE, ckpt.TOKENIZER_FILE, ckpt.METRICS_FILE, ckpt.LOG_FILE, "learning_curve.png",
+           "command.txt"]
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def model_card(run_dir: Path) -> str:
+    """A short Markdown card: data, configuration, parameters, metrics and the command that trained it."""
+    config = yaml.safe_load((run_dir / ckpt.CONFIG_FILE).read_text(encoding="utf-8"))
+    metrics = _read_json(run_dir / ckpt.METRICS_FILE) or {}
+    data, model, train = config["data"], config["model"], config["train"]
+    direction = "bidirectional " if model["bidirectional"] else ""
+    lines = [
+        f"# {data['dataset']}: {direction}{model['cell']} classifier",
+        "",
+        f"- **Data**: `{data['dataset']}` (text `{data['text_column']}`, label `{data['label_column']}`), "
+        f"validation {'split ' + repr(data['validation_split']) if data['validation_split'] else 'carved from train'}"
+        f", reported on split `{data['test_split']}`; texts truncated to {data['max_length']} tokens "
+        f"({data['truncation']}).",
+        f"- **Tokenizer**: {config['tokenizer']['type']}-level, {config['tokenizer']['vocab_size']:,} types, "
+        f"trained on the training split only.",
+        f"- **Model**: embedding {model['embedding_dim']} -> {model['num_layers']} x {direction}{model['cell']} "
+        f"{model['hidden_size']} -> {model['pooling']} pooling -> linear; "
+        f"{metrics.get('num_parameters', 0):,} parameters.",
+        f"- **Training**: AdamW lr {train['lr']}, {train['schedule']} schedule, batch {train['batch_size']}, "
+        f"up to {train['epochs']} epochs, best epoch {metrics.get('best_epoch')} by validation {train['metric']}.",
+        "",
+        "| split | examples | accuracy | macro-F1 |",
+        "|---|---|---|---|",
+    ]
+    validation = metrics.get("validation")
+    if validation:
+        count = sum(map(sum, validation["confusion_matrix"]))
+        lines.append(f"| validation | {count:,} | {validation['accuracy']:.4f} | {validation['macro_f1']:.4f} |")
+    for folder in sorted((run_dir / "evaluation").glob("*")):
+        report = _read_json(folder / "metrics.json")
+        if report:
+            lines.append(f"| {folder.name} ({data['test_split'] if folder.name == 'test' else folder.name}) | "
+                         f"{report['num_examples']:,} | {report['accuracy']:.4f} | {report['macro_f1']:.4f} |")
+    command = (run_dir / "command.txt").read_text(encoding="utf-8").strip() if (run_dir / "command.txt").is_file() \
+        else "(not recorded)"
+    lines += ["", "Trained with:", "", "```", command, "```", "",
+              "Test metrics: `nlp-rnn evaluate <this folder> --split test` on this folder's own weights."]
+    return "\n".join(lines) + "\n"
+
+
+def pack_run(run_dir: str | Path, out: str | Path, fp16: bool = False, force: bool = False) -> Path:
+    run_dir, out = Path(run_dir), Path(out)
+    if not (run_dir / ckpt.WEIGHTS_FILE).is_file():
+        raise NlpRnnError(f"{run_dir / ckpt.WEIGHTS_FILE}: not found (is {run_dir} a finished run folder?)")
+    if out.exists():
+        if not force:
+            raise NlpRnnError(f"{out} exists; pass --force to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name in SHIPPED:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, out / name)
+    if (run_dir / "evaluation").is_dir():
+        shutil.copytree(run_dir / "evaluation", out / "evaluation")
+    tensors, metadata = ckpt.load_weights(run_dir / ckpt.WEIGHTS_FILE)
+    ckpt.save_weights(out / ckpt.WEIGHTS_FILE, tensors, metadata, dtype=torch.float16 if fp16 else None)
+    write_model_card(out)
+    return out
+
+
+def write_model_card(folder: str | Path) -> Path:
+    """(Re)write ``README.md`` from the folder's config, metrics and evaluation results."""
+    path = Path(folder) / "README.md"
+    path.write_text(model_card(Path(folder)), encoding="utf-8")
+    return path
