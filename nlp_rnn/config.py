@@ -7,6 +7,7 @@ key and bad value is collected and reported together in one :class:`ConfigError`
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,21 @@ from nlp_rnn.errors import NlpRnnError
 
 class ConfigError(NlpRnnError):
     """All problems found in a configuration, one per line."""
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _choice(default: str, *choices: str) -> Any:
@@ -221,7 +237,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
                 errors.append(f"--set {item!r}: {part} is not a section")
                 break
         else:
-            node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+            node[leaf] = _load_yaml(raw) if raw.strip() else None
     if errors:
         raise ConfigError("invalid overrides:\n  " + "\n  ".join(errors))
     return nested
@@ -246,7 +262,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read config ({err})") from None
     try:
-        values = yaml.safe_load(text) or {}
+        values = _load_yaml(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(values, dict):

@@ -21,7 +21,7 @@ PAD_ID = 0
 def _normalizer(config: TokenizerConfig) -> normalizers.Normalizer:
     steps = []
     if config.strip_html:
-        steps.append(normalizers.Replace(Regex(r"<br\s*/?>"), " "))
+        steps.append(normalizers.Replace(Regex(r"(\s*<br\s*/?>\s*)+"), " "))
     if config.normalization != "none":
         steps.append(getattr(normalizers, config.normalization.upper())())
     if config.lowercase:

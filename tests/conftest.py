@@ -1,5 +1,6 @@
 """Shared test setup: one CPU thread, so tiny models run fast and reproducibly beside other work."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,11 @@ import torch
 from tests.tiny import tiny_config
 
 torch.set_num_threads(1)
+
+# Like the Makefile: read datasets from the shared mirror beside the checkout when the caller set nothing.
+_MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data" / "hf"
+if "NLP_RNN_DATA_DIR" not in os.environ and _MIRROR.is_dir():
+    os.environ["NLP_RNN_DATA_DIR"] = str(_MIRROR)
 
 
 @pytest.fixture(scope="session")

@@ -170,3 +170,9 @@ def test_save_then_load_round_trips(tmp_path, path):
     assert set(values) == set(Config().to_dict())
     assert all(set(values[section]) == set(Config().to_dict()[section]) for section in ("data", "model", "train"))
     assert config_from_dict(values) == config
+
+
+def test_scientific_notation_is_a_float():
+    from nlp_rnn.config import parse_overrides
+
+    assert parse_overrides(["train.lr=1e-3", "train.weight_decay=5E-2"]) == {"train": {"lr": 1e-3, "weight_decay": 0.05}}
