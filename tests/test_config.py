@@ -175,4 +175,5 @@ def test_save_then_load_round_trips(tmp_path, path):
 def test_scientific_notation_is_a_float():
     from nlp_rnn.config import parse_overrides
 
-    assert parse_overrides(["train.lr=1e-3", "train.weight_decay=5E-2"]) == {"train": {"lr": 1e-3, "weight_decay": 0.05}}
+    parsed = parse_overrides(["train.lr=1e-3", "train.weight_decay=5E-2"])
+    assert parsed == {"train": {"lr": 1e-3, "weight_decay": 0.05}}
