@@ -111,6 +111,7 @@ class TrainConfig:
     plateau_patience: int = _bounded(0, 0)
     clip_norm: float | None = _bounded(1.0, 0.0)
     label_smoothing: float = _bounded(0.0, 0.0, 1.0)
+    init_from: str | None = None  # a run folder: start from its weights and reuse its tokenizer (transfer)
     metric: str = _choice("accuracy", "accuracy", "macro_f1", "loss")  # early stopping and best checkpoint
     patience: int | None = _bounded(3, 1)  # epochs without improvement before stopping; null: never
     eval_batch_size: int = _bounded(256, 1)

@@ -157,7 +157,11 @@ class Trainer:
         self.device = select_device(train.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-        tokenizer = Tokenizer.from_file(str(self.run_dir / ckpt.TOKENIZER_FILE)) if resume else None
+        tokenizer = None
+        if resume:
+            tokenizer = Tokenizer.from_file(str(self.run_dir / ckpt.TOKENIZER_FILE))
+        elif train.init_from:
+            tokenizer = _init_tokenizer(Path(train.init_from))
         self.data = prepare_data(config, tokenizer)
         if not resume:
             save_config(config, self.run_dir / ckpt.CONFIG_FILE)
@@ -166,6 +170,8 @@ class Trainer:
 
         seed_everything(train.seed)  # same initial weights whatever the data loading consumed
         self.model = build_model(config, self.data.tokenizer.get_vocab_size(), len(self.data.label_names))
+        if train.init_from and not resume:
+            _init_weights(self.model, Path(train.init_from))
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(_parameter_groups(self.model, train.weight_decay), lr=train.lr)
         self.sampler = BucketBatchSampler(self.data.train.lengths(), train.batch_size, train.max_tokens,
@@ -353,6 +359,29 @@ def _stop_signals(trainer: Trainer):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _init_tokenizer(source: Path) -> Tokenizer:
+    path = source / ckpt.TOKENIZER_FILE
+    if not path.is_file():
+        raise NlpRnnError(f"train.init_from: {path} not found (init_from takes a run folder)")
+    return Tokenizer.from_file(str(path))
+
+
+def _init_weights(model: torch.nn.Module, source: Path) -> None:
+    """Copy every parameter whose name and shape match from another run (transfer learning).
+
+    The head is re-initialised when the label sets differ in size; the tokenizer is the source run's.
+    """
+    tensors, _ = ckpt.load_weights(source / ckpt.WEIGHTS_FILE)
+    own = model.state_dict()
+    matching = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    if not any(k.startswith("encoder.") for k in matching):
+        raise NlpRnnError(f"train.init_from: {source / ckpt.WEIGHTS_FILE} shares no encoder weights with this model")
+    model.load_state_dict(matching, strict=False)
+    skipped = sorted(set(own) - set(matching))
+    log.info("initialised %d tensors from %s%s", len(matching), source,
+             f"; kept fresh: {', '.join(skipped)}" if skipped else "")
 
 
 def _empty_sums() -> dict[str, float]:

@@ -92,3 +92,19 @@ def test_plateau_schedule_and_gru_train(tmp_path):
     config = tiny_config(model={"cell": "gru", "pooling": "max"}, train={"schedule": "plateau", "epochs": 1})
     metrics = train(config, tmp_path / "plateau")
     assert metrics["validation"]["accuracy"] > 0
+
+
+def test_init_from_copies_encoder_and_tokenizer(tmp_path, tiny_run):
+    from nlp_rnn.training import Trainer
+
+    config = tiny_config(train={"init_from": str(tiny_run)}, tokenizer={"vocab_size": 50})
+    trainer = Trainer(config, tmp_path / "transfer")
+    source = load_file(tiny_run / "model.safetensors")
+    own = trainer.model.state_dict()
+    assert all(torch.equal(own[k], source[k]) for k in source)
+    assert (tmp_path / "transfer" / "tokenizer.json").read_text() == (tiny_run / "tokenizer.json").read_text()
+
+
+def test_init_from_a_missing_run_is_named(tmp_path):
+    with pytest.raises(NlpRnnError, match="init_from"):
+        train(tiny_config(train={"init_from": str(tmp_path / "nowhere")}), tmp_path / "run")
