@@ -9,7 +9,7 @@ ifneq ($(SHARED_DATA),)
 export NLP_RNN_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install test test-fast demo lint clean
+.PHONY: install test test-fast demo lint clean sentiment-model
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ test-fast: install
 
 demo: install
 	$(BIN)/nlp-rnn demo
+
+# Retrain, pack and score the shipped IMDB model (about 30 minutes on 2 CPU cores).
+sentiment-model: install
+	$(BIN)/nlp-rnn train configs/sentiment/imdb_bilstm.yaml --out runs/imdb_bilstm
+	$(BIN)/nlp-rnn pack runs/imdb_bilstm demo/models/sentiment-imdb --fp16 --force
+	$(BIN)/nlp-rnn evaluate demo/models/sentiment-imdb --split test
+	$(BIN)/nlp-rnn pack demo/models/sentiment-imdb --card-only
 
 lint: install
 	$(BIN)/ruff check .
