@@ -10,6 +10,7 @@ from tokenizers import Tokenizer
 
 from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.batching import Collator, EncodedDataset
+from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.config import Config, ConfigError, config_from_dict, read_yaml
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import predict_logits
@@ -74,8 +75,6 @@ class SentimentPredictor:
 
 def load(path: str | Path, device: str = "cpu") -> SentimentPredictor:
     """Rebuild a trained model from its run folder (config.yaml, tokenizer.json, model.safetensors)."""
-    from nlp_rnn.training import build_model
-
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise NlpRnnError(f"{run_dir}: run folder not found")
@@ -100,6 +99,6 @@ def load(path: str | Path, device: str = "cpu") -> SentimentPredictor:
     if metadata.get("vocab_size") not in (None, vocab_size):
         raise NlpRnnError(f"{tokenizer_path}: vocabulary of {vocab_size} tokens does not match the model's "
                           f"{metadata['vocab_size']} ({weights_path.name}); the tokenizer is from another run")
-    model = build_model(config, vocab_size, len(labels))
+    model = SentimentClassifier(config.model, vocab_size, len(labels), PAD_ID)
     ckpt.load_into(model, tensors, weights_path)
     return SentimentPredictor(config, tokenizer, model.to(device), list(labels), run_dir)
