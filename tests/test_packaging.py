@@ -1,0 +1,35 @@
+import pytest
+
+import nlp_rnn
+from nlp_rnn.cli import main
+from nlp_rnn.packaging import pack_run
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["What a film!", "Awful.", "It had its moments, I suppose."]
+
+
+def test_pack_ships_no_training_state_and_half_size_weights(tiny_run, tmp_path):
+    out = pack_run(tiny_run, tmp_path / "shipped", fp16=True)
+    assert not (out / "training_state.pt").exists()
+    assert {"config.yaml", "tokenizer.json", "model.safetensors", "metrics.json", "README.md"} <= {
+        p.name for p in out.iterdir()}
+    full, half = (tiny_run / "model.safetensors").stat().st_size, (out / "model.safetensors").stat().st_size
+    assert half < 0.6 * full
+    original, packed = nlp_rnn.load(tiny_run).predict(TEXTS), nlp_rnn.load(out).predict(TEXTS)
+    for a, b in zip(original, packed, strict=True):
+        assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=2e-3)
+
+
+def test_model_card_reports_evaluation_after_card_only(tiny_run, tmp_path):
+    out = pack_run(tiny_run, tmp_path / "shipped")
+    assert main(["evaluate", str(out), "--split", "validation"]) == 0
+    assert main(["pack", str(out), "--card-only"]) == 0
+    card = (out / "README.md").read_text()
+    assert "stanfordnlp/imdb" in card and "| validation |" in card and "parameters" in card
+
+
+def test_pack_refuses_to_overwrite(tiny_run, tmp_path):
+    pack_run(tiny_run, tmp_path / "shipped")
+    with pytest.raises(nlp_rnn.NlpRnnError, match="--force"):
+        pack_run(tiny_run, tmp_path / "shipped")
