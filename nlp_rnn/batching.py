@@ -1,9 +1,10 @@
 """Dynamic padding and length bucketing.
 
 :class:`Collator` pads a list of encoded examples batch-first and returns ids, lengths (CPU int64, as
-``pack_padded_sequence`` wants) and a mask. :class:`BucketBatchSampler` groups examples of similar length
-so a batch carries little padding; its order is a pure function of (seed, epoch), so training resumes
-mid-epoch by skipping the batches already seen.
+``pack_padded_sequence`` wants) and a mask; :class:`PairCollator` does the same for source/target pairs and
+owns the target shift (``tgt_in = tgt[:, :-1]``, ``tgt_out = tgt[:, 1:]``). :class:`BucketBatchSampler`
+groups examples of similar length so a batch carries little padding; its order is a pure function of
+(seed, epoch), so training resumes mid-epoch by skipping the batches already seen.
 """
 
 from __future__ import annotations
@@ -32,6 +33,42 @@ class Batch:
     @property
     def num_tokens(self) -> int:
         return int(self.lengths.sum())
+
+
+def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-pad id lists -> ids (batch, max_len) int64, lengths (batch,) int64, mask (batch, max_len) bool."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    max_len = int(lengths.max()) if len(sequences) else 0
+    ids = torch.full((len(sequences), max_len), pad_id, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+    mask = torch.arange(max_len).unsqueeze(0) < lengths.unsqueeze(1)  # (batch, max_len)
+    return ids, lengths, mask
+
+
+@dataclass
+class PairBatch:
+    """A padded batch of translation pairs. Targets are ``<s> ... </s>``; the model reads ``tgt_in`` and
+    predicts ``tgt_out`` (the same sequence shifted by one)."""
+
+    src: Tensor  # (batch, src_len) int64
+    src_lengths: Tensor  # (batch,) int64, always on the CPU
+    src_mask: Tensor  # (batch, src_len) bool
+    tgt_in: Tensor | None = None  # (batch, tgt_len - 1): <s> y_1 ... y_n
+    tgt_out: Tensor | None = None  # (batch, tgt_len - 1): y_1 ... y_n </s>
+    tgt_mask: Tensor | None = None  # (batch, tgt_len - 1) bool, True where tgt_out is a real token
+
+    def to(self, device: torch.device | str) -> PairBatch:
+        def move(tensor):
+            return None if tensor is None else tensor.to(device, non_blocking=True)
+
+        return PairBatch(move(self.src), self.src_lengths, move(self.src_mask), move(self.tgt_in),
+                         move(self.tgt_out), move(self.tgt_mask))
+
+    @property
+    def num_tokens(self) -> int:
+        """Target tokens predicted (source tokens when there is no target)."""
+        return int(self.tgt_mask.sum()) if self.tgt_mask is not None else int(self.src_lengths.sum())
 
 
 class EncodedDataset(Dataset):
@@ -63,16 +100,56 @@ class Collator:
         self.pad_id = pad_id
 
     def __call__(self, examples: list[dict]) -> Batch:
-        lengths = torch.tensor([len(e["input_ids"]) for e in examples], dtype=torch.long)
-        max_len = int(lengths.max()) if len(examples) else 0
-        input_ids = torch.full((len(examples), max_len), self.pad_id, dtype=torch.long)
-        for row, example in enumerate(examples):
-            input_ids[row, : len(example["input_ids"])] = torch.as_tensor(example["input_ids"], dtype=torch.long)
-        mask = torch.arange(max_len).unsqueeze(0) < lengths.unsqueeze(1)  # (batch, max_len)
+        input_ids, lengths, mask = pad([e["input_ids"] for e in examples], self.pad_id)
         labels = None
         if examples and "label" in examples[0]:
             labels = torch.tensor([e["label"] for e in examples], dtype=torch.long)
         return Batch(input_ids, lengths, mask, labels)
+
+
+class PairDataset(Dataset):
+    """Source id lists and (optionally) target id lists that already hold ``<s>`` and ``</s>``."""
+
+    def __init__(self, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]] | None = None) -> None:
+        if tgt is not None and len(tgt) != len(src):
+            raise ValueError("src and tgt differ in length")
+        self.src = src
+        self.tgt = tgt
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, index: int) -> dict:
+        item = {"src": self.src[index]}
+        if self.tgt is not None:
+            item["tgt"] = self.tgt[index]
+        return item
+
+    def lengths(self) -> list[int]:
+        """The longer side of each pair: what a token budget has to fit."""
+        if self.tgt is None:
+            return [len(s) for s in self.src]
+        return [max(len(s), len(t)) for s, t in zip(self.src, self.tgt, strict=True)]
+
+    def sort_keys(self) -> list[tuple[int, int]]:
+        """Bucket on source length, then target length."""
+        if self.tgt is None:
+            return [(len(s), 0) for s in self.src]
+        return [(len(s), len(t)) for s, t in zip(self.src, self.tgt, strict=True)]
+
+
+class PairCollator:
+    """Pad ``{"src": [...], "tgt": [<s>, ..., </s>]}`` examples into a :class:`PairBatch`."""
+
+    def __init__(self, pad_id: int = 0) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, examples: list[dict]) -> PairBatch:
+        src, src_lengths, src_mask = pad([e["src"] for e in examples], self.pad_id)
+        if not examples or "tgt" not in examples[0]:
+            return PairBatch(src, src_lengths, src_mask)
+        tgt, _, tgt_mask = pad([e["tgt"] for e in examples], self.pad_id)  # (batch, tgt_len)
+        return PairBatch(src, src_lengths, src_mask, tgt[:, :-1], tgt[:, 1:], tgt_mask[:, 1:])
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -84,8 +161,10 @@ class BucketBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, max_tokens: int | None = None,
-                 shuffle: bool = True, bucket_size: int = 100, seed: int = 0) -> None:
-        self.lengths = list(lengths)
+                 shuffle: bool = True, bucket_size: int = 100, seed: int = 0,
+                 sort_keys: Sequence | None = None) -> None:
+        self.lengths = list(lengths)  # what a token budget counts (padded size = longest * rows)
+        self.sort_keys = list(sort_keys) if sort_keys is not None else self.lengths  # what buckets sort by
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.shuffle = shuffle
@@ -118,14 +197,14 @@ class BucketBatchSampler(Sampler[list[int]]):
         """All batches of the current epoch, in order."""
         indices = list(range(len(self.lengths)))
         if not self.shuffle:
-            return self._cut(sorted(indices, key=lambda i: self.lengths[i]))
+            return self._cut(sorted(indices, key=lambda i: self.sort_keys[i]))
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
         rng.shuffle(indices)
         per_bucket = self.bucket_size * (self.batch_size if self.max_tokens is None
                                          else max(1, self.max_tokens // max(1, _median(self.lengths))))
         batches = []
         for start in range(0, len(indices), per_bucket):
-            bucket = sorted(indices[start : start + per_bucket], key=lambda i: self.lengths[i])
+            bucket = sorted(indices[start : start + per_bucket], key=lambda i: self.sort_keys[i])
             batches.extend(self._cut(bucket))
         rng.shuffle(batches)
         return batches

@@ -15,7 +15,9 @@ from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.io import atomic_write
 
 CONFIG_FILE = "config.yaml"
-TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_FILE = "tokenizer.json"  # classification, or a joint translation vocabulary
+SOURCE_TOKENIZER_FILE = "tokenizer.source.json"  # translation with separate vocabularies
+TARGET_TOKENIZER_FILE = "tokenizer.target.json"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "log.jsonl"
@@ -29,8 +31,10 @@ def save_weights(path: str | Path, model: nn.Module | dict[str, torch.Tensor], m
     ``dtype=torch.float16`` halves the file for shipping; loading casts back to the model's dtype.
     """
     state = model.state_dict() if isinstance(model, nn.Module) else model
-    tensors = {name: tensor.detach().cpu().to(dtype if dtype and tensor.is_floating_point() else tensor.dtype)
-               .contiguous() for name, tensor in state.items()}
+    tensors = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().cpu().to(dtype if dtype and tensor.is_floating_point() else tensor.dtype)
+        tensors[name] = tensor.clone().contiguous()  # tied weights share memory; safetensors stores copies
     encoded = {key: json.dumps(value) for key, value in metadata.items()}
     atomic_write(path, lambda temp: save_file(tensors, temp, metadata=encoded))
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from nlp_rnn.errors import NlpRnnError
 
+# What --resume may change: how the run is executed, never what it computes on a CPU.
+RESUME_OVERRIDES = {"train.num_threads", "train.progress", "train.device"}
+
 
 def _train(args: argparse.Namespace) -> int:
     from nlp_rnn.config import load_config
@@ -21,6 +24,10 @@ def _train(args: argparse.Namespace) -> int:
         if args.out is None:
             raise NlpRnnError("--resume needs --out RUN_DIR (the run folder to continue)")
         config = None
+        changed = sorted({item.partition("=")[0].strip() for item in args.set} - RESUME_OVERRIDES)
+        if changed:
+            raise NlpRnnError(f"--resume continues the saved config; --set may only change "
+                              f"{', '.join(sorted(RESUME_OVERRIDES))} (not {', '.join(changed)})")
     else:
         if args.config is None:
             raise NlpRnnError("train needs a CONFIG.yaml (or --resume --out RUN_DIR)")
@@ -29,10 +36,11 @@ def _train(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "command.txt", "a", encoding="utf-8") as handle:  # how this run was made, for its model card
         handle.write(shlex.join(["nlp-rnn", *sys.argv[1:]]) + "\n")
-    metrics = train(config, out, resume=args.resume)
+    metrics = train(config, out, resume=args.resume, overrides=args.set if args.resume else None)
     validation = metrics["validation"]
-    print(f"best epoch {metrics['best_epoch']}: validation accuracy {validation['accuracy']:.4f}, "
-          f"macro-F1 {validation['macro_f1']:.4f}; run folder {out}")
+    scores = ", ".join(f"{name} {validation[name]:.4f}" for name in ("accuracy", "macro_f1", "bleu", "loss")
+                       if name in validation)
+    print(f"best epoch {metrics['best_epoch']}: validation {scores}; run folder {out}")
     return 0
 
 
@@ -50,6 +58,40 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_translation(predictor, args: argparse.Namespace, out: Path) -> int:
+    from nlp_rnn.checkpoint import write_json
+    from nlp_rnn.data import columns, load_eval_split
+    from nlp_rnn.evaluation import score_translations
+    from nlp_rnn.io import atomic_write_text
+
+    config = predictor.config
+    split = load_eval_split(config.data, args.split, "translation")
+    source_column, target_column = columns(config.data, "translation")
+    beam = args.beam if args.beam is not None else config.search.beam_size
+    started = time.perf_counter()
+    translations = predictor.translate(split[source_column], beam_size=beam, batch_size=args.batch_size)
+    seconds = time.perf_counter() - started
+    hypotheses = [t["translation"] for t in translations]
+    report = score_translations(hypotheses, split[target_column])
+    report.update(split=args.split, dataset=config.data.dataset, run_dir=str(args.run_dir), beam_size=beam,
+                  sentences_per_second=len(hypotheses) / seconds if seconds > 0 else float("inf"))
+    write_json(out / "metrics.json", report)
+    atomic_write_text(out / f"hypotheses.beam{beam}.txt", "".join(h + "\n" for h in hypotheses))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['dataset']} [{args.split}] {report['num_sentences']} sentences, "
+          f"{'greedy' if beam == 1 else f'beam {beam}'}, {report['sentences_per_second']:.1f} sentences/s")
+    print(f"  BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  TER {report['ter']:.2f}   "
+          "(sacreBLEU, detokenized, cased)")
+    print(f"  {report['bleu_details']}")
+    for name in ("bleu", "chrf", "ter"):
+        print(f"  signature {name}: {report['signature'][name]}")
+    print(f"  lowercased BLEU {report['bleu_lowercase']:.2f} (only for comparison with tutorials that report it)")
+    print(f"written to {out}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
@@ -58,15 +100,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     from nlp_rnn.data import load_eval_split
     from nlp_rnn.evaluation import evaluate_classifier
     from nlp_rnn.plots import plot_confusion_matrix
-    from nlp_rnn.training import encode_split
+    from nlp_rnn.tasks import encode_classification
 
     predictor = nlp_rnn.load(args.run_dir)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation" / args.split
+    if predictor.config.task == "translation":
+        return _evaluate_translation(predictor, args, out)
     split = load_eval_split(predictor.config.data, args.split)
-    dataset = encode_split(split, predictor.tokenizer, predictor.config)
+    dataset = encode_classification(split, predictor.tokenizer, predictor.config)
     labels = predictor.labels
     report = evaluate_classifier(predictor.model, dataset, labels, args.batch_size, torch.device("cpu"))
     report.update(split=args.split, dataset=predictor.config.data.dataset, run_dir=str(args.run_dir))
-    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation" / args.split
     write_json(out / "metrics.json", report)
     plot_confusion_matrix(report["confusion_matrix"], labels, out / "confusion_matrix.png")
     if args.json:
@@ -93,20 +137,30 @@ def _predict(args: argparse.Namespace) -> int:
 
     predictor = nlp_rnn.load(args.run_dir)
     texts = args.text if args.text else _read_stdin_lines()
+    if predictor.config.task == "translation":
+        def run(chunk):
+            return predictor.translate(chunk, beam_size=args.beam, n_best=args.nbest)
+
+        def line(result):
+            return "\t".join(c["translation"] for c in result["nbest"])
+    else:
+        def run(chunk):
+            return predictor.predict(chunk)
+
+        def line(result):
+            return f"{result['label']}\t{result['score']:.4f}"
     failures = 0
     for start in range(0, len(texts), 256):
         chunk = texts[start : start + 256]
         usable = [i for i, text in enumerate(chunk) if text.strip()]
-        results = dict(zip(usable, predictor.predict([chunk[i] for i in usable]), strict=True))
-        for i in range(len(chunk)):
+        results = dict(zip(usable, run([chunk[i] for i in usable]), strict=True))
+        for i in range(len(chunk)):  # exactly one output line per input, in order
             result = results.get(i)
             if result is None:
                 failures += 1
                 print(json.dumps({"error": "empty text"}) if args.json else "error: empty text")
-            elif args.json:
-                print(json.dumps(result))
             else:
-                print(f"{result['label']}\t{result['score']:.4f}")
+                print(json.dumps(result) if args.json else line(result), flush=not args.text)
     return 1 if failures else 0
 
 
@@ -141,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="train, validation, test, or a split name of the dataset")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     evaluate.add_argument("--batch-size", type=int, default=256)
-    evaluate.add_argument("--out", help="where to write metrics.json and confusion_matrix.png "
+    evaluate.add_argument("--beam", type=int, default=None, help="translation: beam size (1 = greedy; "
+                                                                   "default: the config's search.beam_size)")
+    evaluate.add_argument("--out", help="where to write metrics.json and plots or hypotheses "
                                         "(default: RUN_DIR/evaluation/SPLIT)")
     evaluate.set_defaults(run=_evaluate)
 
@@ -149,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir")
     predict.add_argument("text", nargs="*", help="texts to label; none: read lines from stdin")
     predict.add_argument("--json", action="store_true", help="one JSON object per input")
+    predict.add_argument("--beam", type=int, default=None, help="translation: beam size (1 = greedy)")
+    predict.add_argument("--nbest", type=int, default=1, help="translation: hypotheses per input, tab-separated")
     predict.set_defaults(run=_predict)
 
     pack = commands.add_parser("pack", help="copy a run folder for shipping: no training state, a model card")

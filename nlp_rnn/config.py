@@ -50,16 +50,19 @@ def _bounded(default: Any, low: float | None = None, high: float | None = None) 
 class DataConfig:
     """Where the examples come from and how long they may be."""
 
-    dataset: str = "stanfordnlp/imdb"  # hub id; resolved under $NLP_RNN_DATA_DIR when that mirror has it
+    dataset: str = "stanfordnlp/imdb"  # hub id (resolved under $NLP_RNN_DATA_DIR when that mirror has it) or a folder
     config_name: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str = "text"  # classification
+    label_column: str = "label"  # classification
+    source_column: str = "de"  # translation
+    target_column: str = "en"  # translation
     train_split: str = "train"
     validation_split: str | None = None  # None: carve validation_fraction of train with split_seed
-    test_split: str = "test"
+    test_split: str | None = "test"  # None: carve test_fraction of train with split_seed
     validation_fraction: float = _bounded(0.1, 0.0, 0.5)
+    test_fraction: float = _bounded(0.05, 0.0, 0.5)
     split_seed: int = 1234
-    max_length: int = _bounded(400, 1)  # tokens kept per text
+    max_length: int = _bounded(400, 1)  # tokens kept per text; translation: longer training pairs are dropped
     truncation: str = _choice("head_tail", "head", "tail", "head_tail")
     head_fraction: float = _bounded(0.25, 0.0, 1.0)  # share of max_length taken from the start (head_tail)
     max_train_examples: int | None = _bounded(None, 1)  # for smoke tests and quick experiments
@@ -76,6 +79,7 @@ class TokenizerConfig:
     lowercase: bool = True
     normalization: str = _choice("nfkc", "nfkc", "nfc", "nfd", "nfkd", "none")
     strip_html: bool = True  # IMDB's "<br />" tags become spaces
+    joint: bool = True  # translation: one vocabulary for source and target (else one tokenizer each)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,38 @@ class ModelConfig:
     pooling: str = _choice("max", "last", "mean", "max", "max_mean", "attention")
     output_dropout: float = _bounded(0.0, 0.0, 0.99)  # on the pooled features, before the head
     packed: str = _choice("auto", "auto", "always", "never")  # auto: pack on CUDA (cuDNN), not on CPU
+
+
+@dataclass(frozen=True)
+class TranslatorConfig:
+    """Bidirectional recurrent encoder -> bridge -> GRU decoder with attention (Bahdanau et al. 2015;
+    Luong et al. 2015). ``bahdanau`` attends with the previous decoder state before the GRU step;
+    ``luong_dot`` / ``luong_general`` attend with the new state after it."""
+
+    encoder_cell: str = "gru"  # any cell of the shared recurrent encoder
+    embedding_dim: int = _bounded(256, 1)  # source and target embeddings
+    hidden_size: int = _bounded(256, 1)  # encoder, per direction
+    num_layers: int = _bounded(1, 1)  # encoder layers
+    decoder_hidden_size: int = _bounded(512, 1)
+    decoder_layers: int = _bounded(1, 1)
+    attention: str = _choice("bahdanau", "bahdanau", "luong_dot", "luong_general")
+    attention_size: int = _bounded(256, 1)  # Bahdanau's scoring layer
+    input_feeding: bool = False  # Luong: feed the previous attentional vector to the GRU
+    tie_embeddings: bool = False  # target embedding = output projection (Press & Wolf 2017)
+    dropout: float = _bounded(0.3, 0.0, 0.99)  # between stacked layers and before the output layer
+    embedding_dropout: float = _bounded(0.3, 0.0, 0.99)
+    packed: str = _choice("auto", "auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Decoding defaults for translation (evaluation, prediction, the demo); all can be overridden per call."""
+
+    beam_size: int = _bounded(5, 1)
+    length_penalty: float = _bounded(1.0, 0.0)  # GNMT alpha: score / ((5 + length) / 6) ** alpha
+    max_length_ratio: float = _bounded(1.5, 0.1)  # output tokens at most ratio * source tokens + 5 ...
+    max_output_length: int = _bounded(256, 1)  # ... and never more than this
+    n_best: int = _bounded(1, 1)
 
 
 @dataclass(frozen=True)
@@ -112,7 +148,11 @@ class TrainConfig:
     clip_norm: float | None = _bounded(1.0, 0.0)
     label_smoothing: float = _bounded(0.0, 0.0, 1.0)
     init_from: str | None = None  # a run folder: start from its weights and reuse its tokenizer (transfer)
-    metric: str = _choice("accuracy", "accuracy", "macro_f1", "loss")  # early stopping and best checkpoint
+    metric: str = _choice("auto", "auto", "accuracy", "macro_f1", "bleu", "loss")  # auto: accuracy or bleu
+    teacher_forcing: float = _bounded(1.0, 0.0, 1.0)  # translation: chance of feeding the gold token
+    teacher_forcing_schedule: str = _choice("constant", "constant", "linear", "inverse_sigmoid")
+    teacher_forcing_final: float = _bounded(0.5, 0.0, 1.0)  # linear: ratio reached at the last step
+    teacher_forcing_k: float = _bounded(1000.0, 1.0)  # inverse_sigmoid: k / (k + exp(step / k))
     patience: int | None = _bounded(3, 1)  # epochs without improvement before stopping; null: never
     eval_batch_size: int = _bounded(256, 1)
     log_every: int = _bounded(50, 1)  # steps between log.jsonl records
@@ -127,14 +167,26 @@ class TrainConfig:
 class Config:
     """A whole experiment; ``task`` picks the model family."""
 
-    task: str = _choice("classification", "classification")
+    task: str = _choice("classification", "classification", "translation")
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig | TranslatorConfig = field(default_factory=ModelConfig)  # the class follows ``task``
     train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def metric(self) -> str:
+        """The validation metric that picks the best checkpoint (``train.metric``, ``auto`` resolved)."""
+        if self.train.metric != "auto":
+            return self.train.metric
+        return "bleu" if self.task == "translation" else "accuracy"
+
+
+MODEL_CONFIGS = {"classification": ModelConfig, "translation": TranslatorConfig}
+TASK_METRICS = {"classification": ("auto", "accuracy", "macro_f1", "loss"), "translation": ("auto", "bleu", "loss")}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -185,6 +237,9 @@ def _build(cls: type, values: Any, prefix: str, errors: list[str]) -> Any:
         errors.append(f"{prefix or 'config'}: expected a mapping, got {values!r}")
         return cls()
     hints = typing.get_type_hints(cls)
+    if cls is Config:  # the model section's class follows the task
+        task = values.get("task", Config.task)
+        hints["model"] = MODEL_CONFIGS.get(task if isinstance(task, str) else Config.task, ModelConfig)
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
@@ -198,6 +253,8 @@ def _build(cls: type, values: Any, prefix: str, errors: list[str]) -> Any:
             kwargs[key] = _build(hint, value, dotted, errors)
         else:
             kwargs[key] = _check_field(f, hint, value, dotted, errors)
+    if cls is Config and "model" not in kwargs:
+        kwargs["model"] = hints["model"]()
     return cls(**kwargs)
 
 
@@ -205,10 +262,27 @@ def _semantic_checks(config: Config, errors: list[str]) -> None:
     from nlp_rnn.cells import available_cells  # registry lives with the cells
 
     # Runs even when other fields are bad, so it must not trip on them (a wrong type is already reported).
-    if isinstance(config.model.cell, str) and config.model.cell not in available_cells():
-        errors.append(f"model.cell: {config.model.cell!r} is not one of {', '.join(available_cells())}")
+    model = config.model
+    cell_key = "cell" if isinstance(model, ModelConfig) else "encoder_cell"
+    cell = getattr(model, cell_key)
+    if isinstance(cell, str) and cell not in available_cells():
+        errors.append(f"model.{cell_key}: {cell!r} is not one of {', '.join(available_cells())}")
     if config.data.validation_split is None and config.data.validation_fraction == 0:  # < 0: already reported
         errors.append("data.validation_fraction: must be > 0 when data.validation_split is null")
+    if config.data.test_split is None and config.data.test_fraction == 0:
+        errors.append("data.test_fraction: must be > 0 when data.test_split is null")
+    metrics = TASK_METRICS.get(config.task, ()) if isinstance(config.task, str) else ()
+    if metrics and isinstance(config.train.metric, str) and config.train.metric not in metrics:
+        errors.append(f"train.metric: {config.train.metric!r} does not apply to {config.task} "
+                      f"(valid: {', '.join(metrics)})")
+    if isinstance(model, TranslatorConfig):
+        sizes = (model.decoder_hidden_size, model.hidden_size)
+        if model.attention == "luong_dot" and all(isinstance(n, int) for n in sizes) and sizes[0] != 2 * sizes[1]:
+            errors.append(f"model.attention: luong_dot needs model.decoder_hidden_size ({model.decoder_hidden_size}) "
+                          f"= 2 * model.hidden_size ({2 * model.hidden_size}); use luong_general or bahdanau")
+        if model.input_feeding and model.attention == "bahdanau":
+            errors.append("model.input_feeding: applies to luong_dot and luong_general (bahdanau already feeds "
+                          "the context to the GRU)")
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

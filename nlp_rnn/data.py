@@ -74,18 +74,29 @@ def _label_names(split: datasets.Dataset, column: str) -> list[str]:
     return [str(v) for v in sorted(set(split[column]))]
 
 
-def _clean(split: datasets.Dataset, config: DataConfig, name: str, labelled: bool) -> datasets.Dataset:
-    """Keep the two columns, drop rows with missing/empty text (and, where labels matter, no label)."""
-    for column in (config.text_column, config.label_column):
+def columns(config: DataConfig, task: str) -> tuple[str, str]:
+    """The two columns a task reads: (text, label) or (source, target)."""
+    if task == "translation":
+        return config.source_column, config.target_column
+    return config.text_column, config.label_column
+
+
+def _clean(split: datasets.Dataset, config: DataConfig, name: str, task: str) -> datasets.Dataset:
+    """Keep the task's two columns; drop rows with missing/empty text, or without a label (-1, None)."""
+    first, second = columns(config, task)
+    for column in (first, second):
         if column not in split.column_names:
             raise DataError(f"split {name!r} has no column {column!r} (columns: {', '.join(split.column_names)})")
-    split = split.select_columns([config.text_column, config.label_column])
+    split = split.select_columns([first, second])
     before = len(split)
-    text, label = config.text_column, config.label_column
-    split = split.filter(
-        lambda row: isinstance(row[text], str) and row[text].strip() != ""
-        and (not labelled or (row[label] is not None and row[label] != -1))
-    )
+
+    def has_text(value) -> bool:
+        return isinstance(value, str) and value.strip() != ""
+
+    if task == "translation":
+        split = split.filter(lambda row: has_text(row[first]) and has_text(row[second]))
+    else:
+        split = split.filter(lambda row: has_text(row[first]) and row[second] is not None and row[second] != -1)
     dropped = before - len(split)
     if dropped:
         log.warning("%s: dropped %d of %d rows with empty text or no label", name, dropped, before)
@@ -94,40 +105,48 @@ def _clean(split: datasets.Dataset, config: DataConfig, name: str, labelled: boo
     return split
 
 
-def _limit(split: datasets.Dataset, limit: int | None) -> datasets.Dataset:
-    return split if limit is None or limit >= len(split) else split.select(range(limit))
+def _limit(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+    return split if limit is None or limit >= len(split) else split.shuffle(seed=seed).select(range(limit))
 
 
-def load_splits(config: DataConfig) -> Splits:
-    """Train, validation (carved from train with a fixed seed when the dataset has none) and test."""
+def _carve(split: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    parts = split.train_test_split(test_size=fraction, seed=seed)
+    return parts["train"], parts["test"]
+
+
+def load_splits(config: DataConfig, task: str = "classification") -> Splits:
+    """Train, validation and test; validation (and test) carved from train with a fixed seed when missing."""
     raw = load_raw(config.dataset, config.config_name)
-    wanted = [config.train_split, config.test_split] + ([config.validation_split] if config.validation_split else [])
-    for name in wanted:
+    wanted = [config.train_split, config.test_split, config.validation_split]
+    for name in filter(None, wanted):
         if name not in raw:
             raise DataError(f"dataset {config.dataset!r} has no split {name!r} (splits: {', '.join(raw)})")
-    label_names = _label_names(raw[config.train_split], config.label_column)
     train = raw[config.train_split]
+    label_names = _label_names(train, config.label_column) if task == "classification" else []
+    if config.test_split:
+        test = raw[config.test_split]
+    else:
+        train, test = _carve(train, config.test_fraction, config.split_seed)
     if config.validation_split:
         validation = raw[config.validation_split]
     else:
-        parts = train.train_test_split(test_size=config.validation_fraction, seed=config.split_seed)
-        train, validation = parts["train"], parts["test"]
+        train, validation = _carve(train, config.validation_fraction, config.split_seed)
     if config.max_train_examples is not None:
         train = train.shuffle(seed=config.split_seed).select(range(min(config.max_train_examples, len(train))))
-    train = _clean(train, config, config.train_split, labelled=True)
-    validation = _clean(_limit(validation.shuffle(seed=config.split_seed) if config.max_eval_examples else validation,
-                               config.max_eval_examples), config, "validation", labelled=True)
-    test = _clean(_limit(raw[config.test_split].shuffle(seed=config.split_seed) if config.max_eval_examples
-                         else raw[config.test_split], config.max_eval_examples), config, config.test_split,
-                  labelled=True)
-    return Splits(train, validation, test, label_names)
+    seed = config.split_seed
+    return Splits(
+        train=_clean(train, config, config.train_split, task),
+        validation=_clean(_limit(validation, config.max_eval_examples, seed), config, "validation", task),
+        test=_clean(_limit(test, config.max_eval_examples, seed), config, config.test_split or "test", task),
+        label_names=label_names,
+    )
 
 
-def load_eval_split(config: DataConfig, split: str) -> datasets.Dataset:
-    """One named split for evaluation: ``train``, ``validation`` (as carved for training) or ``test``."""
+def load_eval_split(config: DataConfig, split: str, task: str = "classification") -> datasets.Dataset:
+    """One named split for evaluation: ``train``, ``validation``, ``test`` (as used in training) or any other."""
     if split not in ("train", "validation", "test"):
         raw = load_raw(config.dataset, config.config_name)
         if split not in raw:
             raise DataError(f"dataset {config.dataset!r} has no split {split!r} (splits: {', '.join(raw)})")
-        return _clean(raw[split], config, split, labelled=True)
-    return load_splits(config)[split]
+        return _clean(raw[split], config, split, task)
+    return load_splits(config, task)[split]

@@ -1,4 +1,4 @@
-"""Batched inference over an encoded dataset and the classification metrics computed from it."""
+"""Batched inference and scores: classification metrics, and sacreBLEU / chrF / TER for translations."""
 
 from __future__ import annotations
 
@@ -47,4 +47,22 @@ def evaluate_classifier(model: nn.Module, dataset: EncodedDataset, label_names: 
     report = classification_report(logits.argmax(-1).tolist(), labels.tolist(), label_names)
     report["loss"] = F.cross_entropy(logits, labels).item()
     report["examples_per_second"] = len(dataset) / seconds if seconds > 0 else float("inf")
+    return report
+
+
+def score_translations(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+    """sacreBLEU on detokenized, cased text (default 13a tokenization), chrF and TER, each with its
+    signature; plus lowercased BLEU, only for comparison with tutorials that report it."""
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    hypotheses, refs = list(hypotheses), [list(references)]
+    bleu, chrf, ter, lower = BLEU(), CHRF(), TER(), BLEU(lowercase=True)
+    scores = {"bleu": bleu.corpus_score(hypotheses, refs), "chrf": chrf.corpus_score(hypotheses, refs),
+              "ter": ter.corpus_score(hypotheses, refs), "bleu_lowercase": lower.corpus_score(hypotheses, refs)}
+    signatures = {"bleu": bleu.get_signature(), "chrf": chrf.get_signature(), "ter": ter.get_signature(),
+                  "bleu_lowercase": lower.get_signature()}
+    report = {name: score.score for name, score in scores.items()}
+    report["signature"] = {name: str(signature) for name, signature in signatures.items()}
+    report["bleu_details"] = str(scores["bleu"])
+    report["num_sentences"] = len(hypotheses)
     return report

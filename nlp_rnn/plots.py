@@ -1,4 +1,4 @@
-"""PNG plots for run folders: learning curves and confusion matrices (matplotlib, no display)."""
+"""PNG plots for run folders: learning curves, confusion matrices, attention heatmaps (matplotlib, no display)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def plot_learning_curve(records: Sequence[dict], path: str | Path, metric: str =
     if epochs:
         loss_axis.plot([r["step"] for r in epochs], [r["train_loss"] for r in epochs], "o-", label="train (epoch)")
         loss_axis.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "s-", label="validation")
-        metric_axis.plot([r["epoch"] for r in epochs], [r["train_accuracy"] for r in epochs], "o-", label="train")
+        if metric == "accuracy":  # the same quantity on the training batches
+            metric_axis.plot([r["epoch"] for r in epochs], [r["train_accuracy"] for r in epochs], "o-", label="train")
         metric_axis.plot([r["epoch"] for r in epochs], [r[f"val_{metric}"] for r in epochs], "s-",
                          label="validation")
     loss_axis.set(xlabel="step", ylabel="loss", title="loss")
@@ -51,3 +52,29 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], label_names: Sequence
     axis.set_yticks(range(len(label_names)), label_names)
     axis.set(xlabel="predicted", ylabel="true", title="confusion matrix")
     _save(figure, path)
+
+
+def attention_figure(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weights) -> plt.Figure:
+    """A heatmap of attention weights: target tokens (rows) x source tokens (columns).
+
+    ``weights`` is (len(tgt_tokens), len(src_tokens)), a tensor, an array or nested lists. Evaluation saves
+    it as PNG; the demo shows the same figure.
+    """
+    import numpy as np
+
+    matrix = np.asarray(weights.tolist() if hasattr(weights, "tolist") else weights, dtype=float)
+    if matrix.shape != (len(tgt_tokens), len(src_tokens)):
+        raise ValueError(f"weights of shape {matrix.shape} for {len(tgt_tokens)} x {len(src_tokens)} tokens")
+    width = min(20.0, 1.5 + 0.45 * len(src_tokens))
+    height = min(20.0, 1.2 + 0.4 * len(tgt_tokens))
+    figure, axis = plt.subplots(figsize=(width, height))
+    axis.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    axis.set_xticks(range(len(src_tokens)), list(src_tokens), rotation=60, ha="right")
+    axis.set_yticks(range(len(tgt_tokens)), list(tgt_tokens))
+    axis.set(xlabel="source", ylabel="output")
+    figure.tight_layout()
+    return figure
+
+
+def plot_attention(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weights, path: str | Path) -> None:
+    _save(attention_figure(src_tokens, tgt_tokens, weights), path)

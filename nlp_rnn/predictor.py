@@ -1,7 +1,12 @@
-"""The public inference API: ``nlp_rnn.load(run_dir)`` returns a predictor. The CLI and demo use only this."""
+"""The public inference API: ``nlp_rnn.load(run_dir)`` returns a predictor. The CLI and demo use only this.
+
+A classification run gives a :class:`SentimentPredictor` (``.predict(texts)``), a translation run a
+:class:`TranslationPredictor` (``.translate(texts, beam_size=5, return_attention=False)``).
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TypedDict
 
@@ -14,7 +19,12 @@ from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.config import Config, ConfigError, config_from_dict, read_yaml
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import predict_logits
-from nlp_rnn.tokenization import PAD_ID, encode_texts
+from nlp_rnn.search import decode_dataset
+from nlp_rnn.tasks import load_tokenizers
+from nlp_rnn.tokenization import EOS_ID, PAD_ID, decode_ids, encode_texts
+from nlp_rnn.translator import Translator
+
+log = logging.getLogger(__name__)
 
 
 class Prediction(TypedDict):
@@ -73,32 +83,116 @@ class SentimentPredictor:
         return tokens, None if weights is None else weights[0].float().tolist()
 
 
-def load(path: str | Path, device: str = "cpu") -> SentimentPredictor:
-    """Rebuild a trained model from its run folder (config.yaml, tokenizer.json, model.safetensors)."""
-    run_dir = Path(path)
+class Candidate(TypedDict):
+    translation: str
+    score: float  # beam: length-normalised log-probability; greedy: log-probability
+
+
+class Translation(TypedDict, total=False):
+    translation: str  # the best hypothesis, detokenized
+    score: float
+    nbest: list[Candidate]  # best first; length n_best
+    source_tokens: list[str]  # with return_attention: the source subwords (and </s>)
+    target_tokens: list[str]  # ... the output subwords (and </s> when it ended)
+    attention: list[list[float]]  # ... (len(target_tokens), len(source_tokens)) weights
+    truncated: bool  # the source was cut to the model's max length
+
+
+class TranslationPredictor:
+    """A trained encoder-decoder with its tokenizer(s); thread-safe for concurrent ``translate`` calls."""
+
+    def __init__(self, config: Config, tokenizers: list[Tokenizer], model: Translator, run_dir: Path) -> None:
+        self.config = config
+        self.src_tokenizer, self.tgt_tokenizer = tokenizers[0], tokenizers[-1]
+        self.model = model.eval()
+        self.run_dir = run_dir
+        self.device = next(model.parameters()).device
+
+    def encode(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Source ids (ending in </s>) and whether each text was cut to ``data.max_length`` tokens."""
+        if isinstance(texts, str):
+            raise TypeError("translate takes a list of texts; wrap a single text in a list")
+        limit = self.config.data.max_length
+        full = encode_texts(self.src_tokenizer, [str(t) for t in texts], 10**9, "head")
+        empty = [i for i, ids in enumerate(full) if not ids]
+        if empty:
+            raise NlpRnnError(f"text {empty[0]} has no tokens (empty or whitespace only)")
+        truncated = [len(ids) > limit for ids in full]
+        if any(truncated):
+            log.warning("%d input(s) longer than %d tokens were cut to fit the model", sum(truncated), limit)
+        return [ids[:limit] + [EOS_ID] for ids in full], truncated
+
+    def translate(self, texts: list[str], beam_size: int | None = None, n_best: int = 1,
+                  return_attention: bool = False, length_penalty: float | None = None,
+                  batch_size: int = 64) -> list[Translation]:
+        """Translate a list of texts. ``beam_size`` 1 is greedy search; the default comes from the config."""
+        search = self.config.search
+        beam_size = search.beam_size if beam_size is None else int(beam_size)
+        if beam_size < 1 or n_best < 1 or n_best > beam_size:
+            raise NlpRnnError(f"need 1 <= n_best ({n_best}) <= beam_size ({beam_size})")
+        if not texts:
+            return []
+        sources, truncated = self.encode(texts)
+        with torch.inference_mode():  # no module state is written: safe from several threads
+            found = decode_dataset(self.model, sources, batch_size, self.device, beam_size,
+                                   search.length_penalty if length_penalty is None else length_penalty,
+                                   search.max_length_ratio, search.max_output_length, n_best, return_attention)
+        results = []
+        for ids, cut, hypotheses in zip(sources, truncated, found, strict=True):
+            nbest = [Candidate(translation=decode_ids(self.tgt_tokenizer, h.tokens), score=h.score)
+                     for h in hypotheses]
+            result = Translation(translation=nbest[0]["translation"], score=nbest[0]["score"], nbest=nbest,
+                                 truncated=cut)
+            if return_attention:
+                best = hypotheses[0]
+                target = [self.tgt_tokenizer.id_to_token(i) for i in best.tokens]
+                if len(best.attention) > len(best.tokens):
+                    target.append("</s>")
+                result.update(source_tokens=[self.src_tokenizer.id_to_token(i) for i in ids],
+                              target_tokens=target, attention=best.attention.float().tolist())
+            results.append(result)
+        return results
+
+
+def _read_config(run_dir: Path) -> Config:
     if not run_dir.is_dir():
         raise NlpRnnError(f"{run_dir}: run folder not found")
     config_path = run_dir / ckpt.CONFIG_FILE
     if not config_path.is_file():
         raise NlpRnnError(f"{config_path}: not found (is {run_dir} a run folder?)")
     try:
-        config = config_from_dict(read_yaml(config_path))
+        return config_from_dict(read_yaml(config_path))
     except ConfigError as err:
         raise NlpRnnError(f"{config_path}: {err}") from None
-    tokenizer_path = run_dir / ckpt.TOKENIZER_FILE
-    try:
-        tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception
-        raise NlpRnnError(f"{tokenizer_path}: cannot load tokenizer ({str(err).splitlines()[0]})") from None
+
+
+def _check_vocab(tokenizer: Tokenizer, expected: int | None, name: str, run_dir: Path) -> None:
+    size = tokenizer.get_vocab_size()
+    if expected not in (None, size):
+        raise NlpRnnError(f"{run_dir / name}: vocabulary of {size} tokens does not match the model's {expected} "
+                          f"({ckpt.WEIGHTS_FILE}); the tokenizer is from another run")
+
+
+def load(path: str | Path, device: str = "cpu") -> SentimentPredictor | TranslationPredictor:
+    """Rebuild a trained model from its run folder (config.yaml, tokenizer file(s), model.safetensors)."""
+    run_dir = Path(path)
+    config = _read_config(run_dir)
+    tokenizers = load_tokenizers(config, run_dir)
     weights_path = run_dir / ckpt.WEIGHTS_FILE
     tensors, metadata = ckpt.load_weights(weights_path)
+    if config.task == "translation":
+        names = [p.name for p in (run_dir / ckpt.SOURCE_TOKENIZER_FILE, run_dir / ckpt.TARGET_TOKENIZER_FILE)] \
+            if len(tokenizers) == 2 else [ckpt.TOKENIZER_FILE] * 2
+        _check_vocab(tokenizers[0], metadata.get("src_vocab_size"), names[0], run_dir)
+        _check_vocab(tokenizers[-1], metadata.get("tgt_vocab_size"), names[1], run_dir)
+        model = Translator(config.model, tokenizers[0].get_vocab_size(), tokenizers[-1].get_vocab_size(), PAD_ID)
+        ckpt.load_into(model, tensors, weights_path)
+        return TranslationPredictor(config, tokenizers, model.to(device), run_dir)
     labels = metadata.get("labels")
     if not labels:
         raise NlpRnnError(f"{weights_path}: no label names in the file's metadata")
-    vocab_size = tokenizer.get_vocab_size()
-    if metadata.get("vocab_size") not in (None, vocab_size):
-        raise NlpRnnError(f"{tokenizer_path}: vocabulary of {vocab_size} tokens does not match the model's "
-                          f"{metadata['vocab_size']} ({weights_path.name}); the tokenizer is from another run")
-    model = SentimentClassifier(config.model, vocab_size, len(labels), PAD_ID)
+    tokenizer = tokenizers[0]
+    _check_vocab(tokenizer, metadata.get("vocab_size"), ckpt.TOKENIZER_FILE, run_dir)
+    model = SentimentClassifier(config.model, tokenizer.get_vocab_size(), len(labels), PAD_ID)
     ckpt.load_into(model, tensors, weights_path)
     return SentimentPredictor(config, tokenizer, model.to(device), list(labels), run_dir)

@@ -15,7 +15,7 @@ from nlp_rnn.config import TokenizerConfig
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
-PAD_ID = 0
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
 
 
 def _normalizer(config: TokenizerConfig) -> normalizers.Normalizer:
@@ -61,7 +61,8 @@ def build_tokenizer(config: TokenizerConfig) -> tuple[Tokenizer, trainers.Traine
 def train_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
     tokenizer, trainer = build_tokenizer(config)
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    assert tokenizer.token_to_id(PAD) == PAD_ID, "special tokens must come first"
+    assert [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS] == [PAD_ID, UNK_ID, BOS_ID, EOS_ID], \
+        "special tokens must come first"
     return tokenizer
 
 
@@ -82,3 +83,11 @@ def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, st
     """Batch-encode and truncate; no special tokens are added."""
     encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
     return [truncate(e.ids, max_length, strategy, head_fraction) for e in encodings]
+
+
+def decode_ids(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
+    """Token ids -> detokenized text, stopping at ``</s>`` and skipping special tokens."""
+    ids = list(ids)
+    if EOS_ID in ids:
+        ids = ids[: ids.index(EOS_ID)]
+    return tokenizer.decode(ids, skip_special_tokens=True)

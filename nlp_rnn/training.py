@@ -1,10 +1,11 @@
 """Training: AdamW, warmup + decay or plateau schedule, clipping, early stopping, resumable checkpoints.
 
-A run folder ends up holding ``config.yaml`` (fully resolved), ``tokenizer.json``, ``model.safetensors``
-(the best epoch), ``metrics.json``, ``log.jsonl``, ``learning_curve.png`` and ``training_state.pt``
-(everything ``--resume`` needs: current weights, optimizer, scheduler, position in the epoch, RNG states).
-Batch order is a pure function of (seed, epoch) and the RNG states are restored, so an interrupted and
-resumed run ends with the same weights as an uninterrupted one.
+One Trainer serves every model family; what differs (data, model, loss, validation) lives in the task
+objects of :mod:`nlp_rnn.tasks`. A run folder ends up holding ``config.yaml`` (fully resolved), the
+tokenizer file(s), ``model.safetensors`` (the best epoch), ``metrics.json``, ``log.jsonl``,
+``learning_curve.png`` and ``training_state.pt`` (everything ``--resume`` needs: current weights, optimizer,
+scheduler, position in the epoch, RNG states). Batch order is a pure function of (seed, epoch) and the RNG
+states are restored, so an interrupted and resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,12 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from nlp_rnn import checkpoint as ckpt
-from nlp_rnn.batching import BucketBatchSampler, Collator, EncodedDataset
-from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.config import Config, TrainConfig, load_config, save_config
-from nlp_rnn.data import Splits, load_splits
 from nlp_rnn.errors import NlpRnnError
-from nlp_rnn.evaluation import autocast, evaluate_classifier
+from nlp_rnn.evaluation import autocast
 from nlp_rnn.io import atomic_write, atomic_write_text
 from nlp_rnn.plots import plot_learning_curve
-from nlp_rnn.tokenization import PAD_ID, encode_texts, train_tokenizer
+from nlp_rnn.tasks import load_tokenizers, make_task, tokenizer_files
 
 log = logging.getLogger(__name__)
 
@@ -71,34 +68,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-@dataclass
-class ClassificationData:
-    tokenizer: Tokenizer
-    label_names: list[str]
-    train: EncodedDataset
-    validation: EncodedDataset
-
-
-def encode_split(split, tokenizer: Tokenizer, config: Config) -> EncodedDataset:
-    data = config.data
-    ids = encode_texts(tokenizer, split[data.text_column], data.max_length, data.truncation, data.head_fraction)
-    keep = [i for i, row in enumerate(ids) if row]  # texts that normalise to nothing (e.g. only "<br />")
-    return EncodedDataset([ids[i] for i in keep], [split[data.label_column][i] for i in keep])
-
-
-def prepare_data(config: Config, tokenizer: Tokenizer | None = None) -> ClassificationData:
-    """Load the splits, train the tokenizer on train only (unless given), encode train and validation."""
-    splits: Splits = load_splits(config.data)
-    if tokenizer is None:
-        tokenizer = train_tokenizer(splits.train[config.data.text_column], config.tokenizer)
-    return ClassificationData(tokenizer, splits.label_names, encode_split(splits.train, tokenizer, config),
-                              encode_split(splits.validation, tokenizer, config))
-
-
-def build_model(config: Config, vocab_size: int, num_labels: int) -> SentimentClassifier:
-    return SentimentClassifier(config.model, vocab_size, num_labels, PAD_ID, config.train.label_smoothing)
-
-
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Decay matrices only; biases, peepholes and embeddings are left alone (as in BERT/nanoGPT)."""
     decay, no_decay = [], []
@@ -108,9 +77,9 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int):
+def _make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, metric: str):
     if train.schedule == "plateau":
-        mode = "min" if train.metric == "loss" else "max"
+        mode = "min" if metric == "loss" else "max"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=mode, factor=train.plateau_factor, patience=train.plateau_patience)
     warmup = int(train.warmup_ratio * total_steps)
@@ -138,14 +107,14 @@ class Trainer:
     """One training run in one run folder. ``run()`` trains to the end or raises TrainingInterrupted."""
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
-                 on_step: Callable[[int], None] | None = None) -> None:
+                 on_step: Callable[[int], None] | None = None, overrides: list[str] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.on_step = on_step
         state_path = self.run_dir / ckpt.STATE_FILE
         self.state: dict[str, Any] | None = None
         if resume:
             self.state = ckpt.load_training_state(state_path)
-            config = load_config(self.run_dir / ckpt.CONFIG_FILE)
+            config = load_config(self.run_dir / ckpt.CONFIG_FILE, overrides)  # e.g. more threads
         elif state_path.exists() or (self.run_dir / ckpt.WEIGHTS_FILE).exists():
             raise NlpRnnError(f"{self.run_dir} already holds a run: pass --resume to continue it, "
                               "or choose another --out")
@@ -157,38 +126,33 @@ class Trainer:
         self.device = select_device(train.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-        tokenizer = None
+        tokenizers = None
         if resume:
-            tokenizer = Tokenizer.from_file(str(self.run_dir / ckpt.TOKENIZER_FILE))
+            tokenizers = load_tokenizers(config, self.run_dir)
         elif train.init_from:
-            tokenizer = _init_tokenizer(Path(train.init_from))
-        self.data = prepare_data(config, tokenizer)
+            tokenizers = _init_tokenizers(config, Path(train.init_from))
+        self.task = make_task(config, tokenizers)
         if not resume:
             save_config(config, self.run_dir / ckpt.CONFIG_FILE)
-            atomic_write(self.run_dir / ckpt.TOKENIZER_FILE, lambda temp: self.data.tokenizer.save(temp))
+            for name, tokenizer in zip(tokenizer_files(config), self.task.tokenizers, strict=True):
+                atomic_write(self.run_dir / name, lambda temp, tokenizer=tokenizer: tokenizer.save(temp))
             (self.run_dir / ckpt.LOG_FILE).unlink(missing_ok=True)
 
         seed_everything(train.seed)  # same initial weights whatever the data loading consumed
-        self.model = build_model(config, self.data.tokenizer.get_vocab_size(), len(self.data.label_names))
+        self.model = self.task.build_model()
         if train.init_from and not resume:
             _init_weights(self.model, Path(train.init_from))
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(_parameter_groups(self.model, train.weight_decay), lr=train.lr)
-        self.sampler = BucketBatchSampler(self.data.train.lengths(), train.batch_size, train.max_tokens,
-                                          shuffle=True, bucket_size=train.bucket_size, seed=train.seed)
+        self.sampler = self.task.sampler(train)
         self.steps_per_epoch = len(self.sampler.batches())
-        self.scheduler = _make_scheduler(self.optimizer, train, self.steps_per_epoch * train.epochs)
-        self.collate = Collator(PAD_ID)
+        self.scheduler = _make_scheduler(self.optimizer, train, self.steps_per_epoch * train.epochs, config.metric)
         self.progress = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": None, "bad_epochs": 0,
                          "done": False, "seconds": 0.0, "sums": _empty_sums()}
         if self.state is not None:
             self._restore(self.state)
 
     # -- state --------------------------------------------------------------------------------------
-
-    def _metadata(self) -> dict[str, Any]:
-        return {"task": self.config.task, "labels": self.data.label_names,
-                "vocab_size": self.data.tokenizer.get_vocab_size()}
 
     def _save_state(self) -> None:
         state = {
@@ -219,11 +183,12 @@ class Trainer:
 
     # -- loop ---------------------------------------------------------------------------------------
 
-    def _train_step(self, batch) -> tuple[float, int, float]:
+    def _train_step(self, batch) -> tuple[float, int, int, float]:
+        """One optimizer step -> loss, correct predictions, predictions made, gradient norm."""
         train = self.config.train
         batch = batch.to(self.device)
         with autocast(self.device, train.amp):
-            logits, loss = self.model(batch, targets=batch.labels)
+            loss, correct, count = self.task.forward(self.model, batch, self.progress["step"])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = train.clip_norm if train.clip_norm is not None else float("inf")
@@ -231,27 +196,26 @@ class Trainer:
         self.optimizer.step()
         if train.schedule != "plateau":
             self.scheduler.step()
-        correct = int((logits.argmax(-1) == batch.labels).sum())
-        return loss.item(), correct, grad_norm
+        return loss.item(), correct, count, grad_norm
 
     def _end_epoch(self, epoch: int) -> bool:
         """Validate, keep the best weights, step the plateau schedule; True when training should stop."""
         train = self.config.train
         progress = self.progress
-        report = evaluate_classifier(self.model, self.data.validation, self.data.label_names,
-                                     train.eval_batch_size, self.device, train.amp)
+        report = self.task.evaluate(self.model, self.device)
+        metric = self.config.metric
         sums = progress["sums"]
-        value = report[train.metric]
+        value = report[metric]
         record = {"kind": "epoch", "epoch": epoch + 1, "step": progress["step"],
                   "train_loss": sums["loss"] / max(1, sums["batches"]),
                   "train_accuracy": sums["correct"] / max(1, sums["examples"]),
-                  "val_loss": report["loss"], "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
+                  **{f"val_{name}": report[name] for name in self.task.logged},
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": progress["seconds"]}
         self._log(record)
-        log.info("epoch %d: val %s %.4f", epoch + 1, train.metric, value)
-        if _improved(value, progress["best"], train.metric):
+        log.info("epoch %d: val %s %.4f", epoch + 1, metric, value)
+        if _improved(value, progress["best"], metric):
             progress.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
-            ckpt.save_weights(self.run_dir / ckpt.WEIGHTS_FILE, self.model, self._metadata())
+            ckpt.save_weights(self.run_dir / ckpt.WEIGHTS_FILE, self.model, self.task.metadata())
             ckpt.write_json(self.run_dir / ckpt.METRICS_FILE, self._metrics(report))
         else:
             progress["bad_epochs"] += 1
@@ -261,11 +225,10 @@ class Trainer:
         return train.patience is not None and progress["bad_epochs"] >= train.patience
 
     def _metrics(self, report: dict) -> dict[str, Any]:
-        validation = {k: report[k] for k in ("loss", "accuracy", "macro_f1", "per_class", "confusion_matrix")}
         return {"best_epoch": self.progress["best_epoch"], "step": self.progress["step"],
-                "metric": self.config.train.metric, "validation": validation,
+                "metric": self.config.metric, "validation": {k: report[k] for k in self.task.kept},
                 "num_parameters": sum(p.numel() for p in self.model.parameters()),
-                "train_seconds": self.progress["seconds"], "labels": self.data.label_names}
+                "train_seconds": self.progress["seconds"], **self.task.metadata()}
 
     def run(self) -> dict[str, Any]:
         train = self.config.train
@@ -290,8 +253,9 @@ class Trainer:
             raise TrainingInterrupted(f"training interrupted; continue from {where} with: "
                                       f"nlp-rnn train --resume --out {self.run_dir}") from None
         records = [json.loads(line) for line in (self.run_dir / ckpt.LOG_FILE).read_text().splitlines() if line]
-        plot_learning_curve(records, self.run_dir / "learning_curve.png",
-                            "accuracy" if train.metric == "loss" else train.metric)
+        plot_learning_curve(records, self.run_dir / "learning_curve.png", self.task.logged[-1]
+                            if self.config.metric == "loss" else self.config.metric)
+        self.task.after_training(self.model, self.run_dir, self.device)
         return json.loads((self.run_dir / ckpt.METRICS_FILE).read_text(encoding="utf-8"))
 
     def _run_epoch(self, epoch: int) -> bool:
@@ -306,8 +270,8 @@ class Trainer:
                 raise KeyboardInterrupt
             self._in_step = True
             started = time.perf_counter()
-            batch = self.collate([self.data.train[i] for i in indices])
-            loss, correct, grad_norm = self._train_step(batch)
+            batch = self.task.collate([self.task.train[i] for i in indices])
+            loss, correct, count, grad_norm = self._train_step(batch)
             progress["seconds"] += time.perf_counter() - started
             progress["step"] += 1
             progress["batch"] += 1
@@ -315,7 +279,7 @@ class Trainer:
             for store in (sums, window):
                 store["loss"] += loss
                 store["correct"] += correct
-                store["examples"] += len(indices)
+                store["examples"] += count
                 store["tokens"] += batch.num_tokens
                 store["batches"] += 1
             self._in_step = False
@@ -361,11 +325,11 @@ def _stop_signals(trainer: Trainer):
             signal.signal(sig, handler)
 
 
-def _init_tokenizer(source: Path) -> Tokenizer:
-    path = source / ckpt.TOKENIZER_FILE
-    if not path.is_file():
-        raise NlpRnnError(f"train.init_from: {path} not found (init_from takes a run folder)")
-    return Tokenizer.from_file(str(path))
+def _init_tokenizers(config: Config, source: Path) -> list[Tokenizer]:
+    try:
+        return load_tokenizers(config, source)
+    except NlpRnnError as err:
+        raise NlpRnnError(f"train.init_from: {err} (init_from takes a run folder)") from None
 
 
 def _init_weights(model: torch.nn.Module, source: Path) -> None:
@@ -389,6 +353,7 @@ def _empty_sums() -> dict[str, float]:
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False,
-          on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Train ``config`` into ``run_dir`` (or continue the run there) and return its metrics."""
-    return Trainer(config, run_dir, resume=resume, on_step=on_step).run()
+          on_step: Callable[[int], None] | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train ``config`` into ``run_dir`` (or continue the run there, ``overrides`` applied to its saved
+    config) and return its metrics."""
+    return Trainer(config, run_dir, resume=resume, on_step=on_step, overrides=overrides).run()

@@ -24,3 +24,21 @@ def tiny_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(), run_dir)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def reversal_data(tmp_path_factory) -> Path:
+    from tests.tiny import write_reversal_dataset
+
+    return write_reversal_dataset(tmp_path_factory.mktemp("data") / "reversal")
+
+
+@pytest.fixture(scope="session")
+def reversal_run(tmp_path_factory, reversal_data) -> Path:
+    """A finished run folder of the tiny encoder-decoder trained on digit reversal (tests/tiny.py)."""
+    from nlp_rnn.training import train
+    from tests.tiny import reversal_config
+
+    run_dir = tmp_path_factory.mktemp("runs") / "reversal"
+    train(reversal_config(reversal_data), run_dir)
+    return run_dir

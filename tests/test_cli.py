@@ -103,3 +103,8 @@ def test_bad_config_reports_every_problem_at_once(tmp_path):
 
 def test_missing_config_file(tmp_path):
     assert_one_line_error(run_cli("train", str(tmp_path / "missing.yaml")), "missing.yaml", "not found")
+
+
+def test_resume_may_only_change_how_the_run_executes(tiny_run):
+    result = run_cli("train", "--resume", "--out", str(tiny_run), "--set", "model.hidden_size=3")
+    assert_one_line_error(result, "model.hidden_size", "train.num_threads")

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from nlp_rnn.config import (
+    MODEL_CONFIGS,
     Config,
     ConfigError,
     ModelConfig,
@@ -67,7 +68,13 @@ def test_every_problem_is_reported_in_one_error():
     ({"train": {"max_tokens": 0}}, "train.max_tokens: 0 must be >= 1"),
     ({"train": {"clip_norm": "1.0"}}, "train.clip_norm: '1.0' must be float or null"),
     ({"tokenizer": {"type": "sentencepiece"}}, "word, bpe, wordpiece, unigram"),
-    ({"task": "translation"}, "task: 'translation' is not one of classification"),
+    ({"task": "summarization"}, "task: 'summarization' is not one of classification, translation"),
+    ({"task": ["translation"]}, "task: ['translation'] must be str"),
+    ({"task": "translation", "model": {"pooling": "max"}}, "model.pooling: unknown key (valid: encoder_cell"),
+    ({"task": "translation", "train": {"metric": "accuracy"}}, "'accuracy' does not apply to translation"),
+    ({"task": "translation", "model": {"attention": "luong_dot", "hidden_size": 100}}, "luong_dot needs"),
+    ({"task": "translation", "model": {"input_feeding": True}}, "model.input_feeding: applies to luong"),
+    ({"task": "translation", "data": {"test_split": None, "test_fraction": 0.0}}, "data.test_fraction: must be > 0"),
 ])
 def test_single_problems_are_named(values, fragment):
     assert fragment in error_of(values)
@@ -158,8 +165,11 @@ def test_shipped_config_loads(path):
 
 @pytest.mark.parametrize("path", [None, *CONFIGS], ids=lambda p: "defaults" if p is None else p.name)
 def test_save_then_load_round_trips(tmp_path, path):
-    overrides = ["train.lr=1.0e-5", "train.max_tokens=4096", "data.validation_split=null", "model.cell=peephole_lstm",
-                 "train.clip_norm=null", "model.bidirectional=false"]
+    overrides = ["train.lr=1.0e-5", "train.max_tokens=4096", "data.validation_split=null", "train.clip_norm=null"]
+    task = read_yaml(path).get("task", "classification") if path is not None else "classification"
+    overrides += (["model.encoder_cell=peephole_lstm", "model.input_feeding=true", "model.attention=luong_dot",
+                   "model.decoder_hidden_size=24", "model.hidden_size=12"] if task == "translation"
+                  else ["model.cell=peephole_lstm", "model.bidirectional=false"])
     if path is None:
         config = config_from_dict(parse_overrides(overrides))
     else:
@@ -167,8 +177,9 @@ def test_save_then_load_round_trips(tmp_path, path):
     saved = tmp_path / "config.yaml"
     save_config(config, saved)
     values = read_yaml(saved)
-    assert set(values) == set(Config().to_dict())
-    assert all(set(values[section]) == set(Config().to_dict()[section]) for section in ("data", "model", "train"))
+    defaults = Config(task=task, model=MODEL_CONFIGS[task]()).to_dict()
+    assert set(values) == set(defaults)
+    assert all(set(values[section]) == set(defaults[section]) for section in ("data", "model", "train", "search"))
     assert config_from_dict(values) == config
 
 

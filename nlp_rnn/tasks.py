@@ -1,0 +1,231 @@
+"""What differs between the model families, behind one interface the Trainer uses.
+
+A task loads and encodes its data, trains (or reuses) its tokenizers, builds its model, runs one training
+forward pass, scores the validation split and writes its extra files. ``make_task(config)`` picks one by
+``config.task``: :class:`ClassificationTask` (sentiment) or :class:`TranslationTask` (encoder-decoder).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+
+from nlp_rnn import checkpoint as ckpt
+from nlp_rnn.batching import BucketBatchSampler, Collator, EncodedDataset, PairCollator, PairDataset
+from nlp_rnn.classifier import SentimentClassifier
+from nlp_rnn.config import Config, TrainConfig
+from nlp_rnn.data import columns, load_splits
+from nlp_rnn.errors import NlpRnnError
+from nlp_rnn.evaluation import autocast, evaluate_classifier, score_translations
+from nlp_rnn.search import decode_dataset
+from nlp_rnn.tokenization import BOS_ID, EOS_ID, PAD_ID, decode_ids, encode_texts, train_tokenizer
+from nlp_rnn.translator import Translator
+
+log = logging.getLogger(__name__)
+
+
+def _load_tokenizer(path: Path) -> Tokenizer:
+    if not path.is_file():
+        raise NlpRnnError(f"{path}: not found")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception
+        raise NlpRnnError(f"{path}: cannot load tokenizer ({str(err).splitlines()[0]})") from None
+
+
+def tokenizer_files(config: Config) -> list[str]:
+    """The tokenizer file names a run folder of this config holds."""
+    if config.task == "translation" and not config.tokenizer.joint:
+        return [ckpt.SOURCE_TOKENIZER_FILE, ckpt.TARGET_TOKENIZER_FILE]
+    return [ckpt.TOKENIZER_FILE]
+
+
+def load_tokenizers(config: Config, folder: Path) -> list[Tokenizer]:
+    return [_load_tokenizer(Path(folder) / name) for name in tokenizer_files(config)]
+
+
+class ClassificationTask:
+    """Text -> label: the sentiment classifier."""
+
+    def __init__(self, config: Config, tokenizers: list[Tokenizer] | None = None) -> None:
+        self.config = config
+        data = config.data
+        splits = load_splits(data, "classification")
+        self.label_names = splits.label_names
+        self.tokenizer = tokenizers[0] if tokenizers else train_tokenizer(splits.train[data.text_column],
+                                                                          config.tokenizer)
+        self.tokenizers = [self.tokenizer]
+        self.train = encode_classification(splits.train, self.tokenizer, config)
+        self.validation = encode_classification(splits.validation, self.tokenizer, config)
+        self.collate = Collator(PAD_ID)
+
+    def sampler(self, train: TrainConfig) -> BucketBatchSampler:
+        return BucketBatchSampler(self.train.lengths(), train.batch_size, train.max_tokens, shuffle=True,
+                                  bucket_size=train.bucket_size, seed=train.seed)
+
+    def build_model(self) -> nn.Module:
+        return SentimentClassifier(self.config.model, self.tokenizer.get_vocab_size(), len(self.label_names),
+                                   PAD_ID, self.config.train.label_smoothing)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"task": "classification", "labels": self.label_names, "vocab_size": self.tokenizer.get_vocab_size()}
+
+    def forward(self, model: nn.Module, batch, step: int) -> tuple[torch.Tensor, int, int]:
+        """Training loss, correct predictions and how many were made."""
+        logits, loss = model(batch, targets=batch.labels)
+        return loss, int((logits.argmax(-1) == batch.labels).sum()), len(batch.labels)
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        train = self.config.train
+        return evaluate_classifier(model, self.validation, self.label_names, train.eval_batch_size, device,
+                                   train.amp)
+
+    logged = ("loss", "accuracy", "macro_f1")  # validation scores written to log.jsonl each epoch
+    kept = ("loss", "accuracy", "macro_f1", "per_class", "confusion_matrix")  # and to metrics.json
+
+    def after_training(self, model: nn.Module, run_dir: Path, device: torch.device) -> None:
+        pass
+
+
+def encode_classification(split, tokenizer: Tokenizer, config: Config) -> EncodedDataset:
+    data = config.data
+    ids = encode_texts(tokenizer, split[data.text_column], data.max_length, data.truncation, data.head_fraction)
+    keep = [i for i, row in enumerate(ids) if row]  # texts that normalise to nothing (e.g. only "<br />")
+    return EncodedDataset([ids[i] for i in keep], [split[data.label_column][i] for i in keep])
+
+
+def encode_sources(tokenizer: Tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Source ids: the first ``max_length`` tokens, then ``</s>``."""
+    return [ids + [EOS_ID] for ids in encode_texts(tokenizer, texts, max_length, "head")]
+
+
+def encode_pairs(src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, sources: list[str], targets: list[str],
+                 max_length: int, drop_long: bool) -> tuple[PairDataset, list[int]]:
+    """Encode parallel texts; targets become ``<s> ... </s>``. With ``drop_long``, pairs with a side longer
+    than ``max_length`` tokens are left out (training), else cut (evaluation). Returns the kept row indices."""
+    limit = 10**9 if drop_long else max_length
+    src = encode_texts(src_tokenizer, sources, limit, "head")
+    tgt = encode_texts(tgt_tokenizer, targets, limit, "head")
+    keep = [i for i, (s, t) in enumerate(zip(src, tgt, strict=True))
+            if s and t and (not drop_long or (len(s) <= max_length and len(t) <= max_length))]
+    if drop_long and len(keep) < len(src):
+        log.info("left out %d of %d training pairs longer than %d tokens (or empty)", len(src) - len(keep),
+                 len(src), max_length)
+    return PairDataset([src[i] + [EOS_ID] for i in keep], [[BOS_ID, *tgt[i], EOS_ID] for i in keep]), keep
+
+
+def teacher_forcing_ratio(train: TrainConfig, step: int, total_steps: int) -> float:
+    """The chance of feeding the gold token at training step ``step`` (Bengio et al. 2015's schedules)."""
+    if train.teacher_forcing_schedule == "linear":
+        progress = min(1.0, step / max(1, total_steps))
+        return train.teacher_forcing + (train.teacher_forcing_final - train.teacher_forcing) * progress
+    if train.teacher_forcing_schedule == "inverse_sigmoid":
+        k = train.teacher_forcing_k
+        return train.teacher_forcing * k / (k + math.exp(min(step / k, 700.0)))
+    return train.teacher_forcing
+
+
+class TranslationTask:
+    """Source text -> target text: the GRU encoder-decoder with attention."""
+
+    logged = ("loss", "ppl", "bleu")
+    kept = ("loss", "ppl", "bleu", "chrf", "signature")
+
+    def __init__(self, config: Config, tokenizers: list[Tokenizer] | None = None) -> None:
+        self.config = config
+        data = config.data
+        source_column, target_column = columns(data, "translation")
+        splits = load_splits(data, "translation")
+        if tokenizers:
+            self.tokenizers = tokenizers
+        elif config.tokenizer.joint:
+            self.tokenizers = [train_tokenizer(itertools.chain(splits.train[source_column],
+                                                               splits.train[target_column]), config.tokenizer)]
+        else:
+            self.tokenizers = [train_tokenizer(splits.train[column], config.tokenizer)
+                               for column in (source_column, target_column)]
+        self.src_tokenizer, self.tgt_tokenizer = self.tokenizers[0], self.tokenizers[-1]
+        self.train, _ = encode_pairs(self.src_tokenizer, self.tgt_tokenizer, splits.train[source_column],
+                                     splits.train[target_column], data.max_length, drop_long=True)
+        self.validation, kept = encode_pairs(self.src_tokenizer, self.tgt_tokenizer,
+                                             splits.validation[source_column], splits.validation[target_column],
+                                             data.max_length, drop_long=False)
+        self.validation_references = [splits.validation[target_column][i] for i in kept]
+        self.collate = PairCollator(PAD_ID)
+        self.total_steps = 1
+
+    def sampler(self, train: TrainConfig) -> BucketBatchSampler:
+        sampler = BucketBatchSampler(self.train.lengths(), train.batch_size, train.max_tokens, shuffle=True,
+                                     bucket_size=train.bucket_size, seed=train.seed, sort_keys=self.train.sort_keys())
+        self.total_steps = len(sampler.batches()) * train.epochs
+        return sampler
+
+    def build_model(self) -> nn.Module:
+        return Translator(self.config.model, self.src_tokenizer.get_vocab_size(),
+                          self.tgt_tokenizer.get_vocab_size(), PAD_ID, self.config.train.label_smoothing)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"task": "translation", "src_vocab_size": self.src_tokenizer.get_vocab_size(),
+                "tgt_vocab_size": self.tgt_tokenizer.get_vocab_size()}
+
+    def forward(self, model: nn.Module, batch, step: int) -> tuple[torch.Tensor, int, int]:
+        """Training loss, correctly predicted target tokens and the number of target tokens."""
+        ratio = teacher_forcing_ratio(self.config.train, step, self.total_steps)
+        logits, loss = model(batch, targets=batch.tgt_out, teacher_forcing_ratio=ratio)
+        correct = int(((logits.argmax(-1) == batch.tgt_out) & batch.tgt_mask).sum())
+        return loss, correct, int(batch.tgt_mask.sum())
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        """Teacher-forced loss and perplexity, and greedy-decoded sacreBLEU, on the validation split."""
+        train = self.config.train
+        was_training = model.training
+        model.eval()
+        total, tokens = 0.0, 0
+        sampler = BucketBatchSampler(self.validation.lengths(), train.eval_batch_size, shuffle=False,
+                                     sort_keys=self.validation.sort_keys())
+        with torch.no_grad():
+            for indices in sampler:
+                batch = self.collate([self.validation[i] for i in indices]).to(device)
+                with autocast(device, train.amp):
+                    _, loss = model(batch, targets=batch.tgt_out)
+                count = int(batch.tgt_mask.sum())
+                total, tokens = total + float(loss) * count, tokens + count
+            search = self.config.search
+            found = decode_dataset(model, self.validation.src, train.eval_batch_size, device, beam_size=1,
+                                   max_length_ratio=search.max_length_ratio,
+                                   max_output_length=search.max_output_length)
+        model.train(was_training)
+        loss = total / max(1, tokens)
+        hypotheses = [decode_ids(self.tgt_tokenizer, h[0].tokens) for h in found]
+        report = score_translations(hypotheses, self.validation_references)
+        report.update(loss=loss, ppl=math.exp(min(loss, 50.0)))
+        return report
+
+    def after_training(self, model: nn.Module, run_dir: Path, device: torch.device) -> None:
+        """Attention heatmaps of a few validation sentences, from the best weights."""
+        from nlp_rnn.plots import plot_attention
+        from nlp_rnn.search import greedy_search
+
+        tensors, _ = ckpt.load_weights(run_dir / ckpt.WEIGHTS_FILE)
+        model.load_state_dict(tensors)
+        model.eval()
+        for index in range(min(3, len(self.validation))):
+            batch = self.collate([{"src": self.validation.src[index]}]).to(device)
+            (hypothesis,) = greedy_search(model, batch.src, batch.src_lengths, return_attention=True)
+            src_tokens = [self.src_tokenizer.id_to_token(i) for i in self.validation.src[index]]
+            tgt_tokens = [self.tgt_tokenizer.id_to_token(i) for i in hypothesis.tokens]
+            if len(hypothesis.attention) > len(hypothesis.tokens):
+                tgt_tokens.append("</s>")
+            plot_attention(src_tokens, tgt_tokens, hypothesis.attention.float(),
+                           run_dir / "attention" / f"validation_{index}.png")
+
+
+def make_task(config: Config, tokenizers: list[Tokenizer] | None = None):
+    return (TranslationTask if config.task == "translation" else ClassificationTask)(config, tokenizers)

@@ -1,0 +1,112 @@
+"""The GRU encoder-decoder with attention: the shared recurrent encoder, a bridge, an attention decoder.
+
+Decoding is a step function: ``encode(src, src_lengths) -> EncodedSource`` and
+``decode_step(prev_tokens, state, source) -> DecoderStep(logits, state, attention)``. Training (with
+teacher forcing) and search (``nlp_rnn.search``) use only these two calls.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from nlp_rnn.batching import PairBatch
+from nlp_rnn.config import TranslatorConfig
+from nlp_rnn.decoder import AttentionDecoder, DecoderState, DecoderStep, EncodedSource
+from nlp_rnn.encoder import RecurrentEncoder
+
+
+class Translator(nn.Module):
+    def __init__(self, config: TranslatorConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.config = config
+        self.pad_id = pad_id
+        self.label_smoothing = label_smoothing
+        self.fast_path = True  # decode a fully teacher-forced target in one call where the decoder allows it
+        self.encoder = RecurrentEncoder(
+            src_vocab_size,
+            config.embedding_dim,
+            config.hidden_size,
+            cell=config.encoder_cell,
+            num_layers=config.num_layers,
+            bidirectional=True,
+            dropout=config.dropout,
+            embedding_dropout=config.embedding_dropout,
+            pad_id=pad_id,
+            packed=config.packed,
+        )
+        encoder_size = self.encoder.output_size  # 2 * hidden_size
+        self.bridge = nn.Linear(encoder_size, config.decoder_layers * config.decoder_hidden_size)
+        self.decoder = AttentionDecoder(
+            tgt_vocab_size,
+            config.embedding_dim,
+            config.decoder_hidden_size,
+            encoder_size,
+            attention=config.attention,
+            attention_size=config.attention_size,
+            num_layers=config.decoder_layers,
+            dropout=config.dropout,
+            embedding_dropout=config.embedding_dropout,
+            input_feeding=config.input_feeding,
+            tie_embeddings=config.tie_embeddings,
+            pad_id=pad_id,
+        )
+
+    def summary(self, print_fn=print) -> str:
+        from nlp_rnn.summary import format_summary
+
+        table = format_summary(self)
+        if print_fn is not None:
+            print_fn(table)
+        return table
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> EncodedSource:
+        """src (batch, src_len), src_lengths (batch,) -> EncodedSource with the decoder's initial state."""
+        encoded = self.encoder(src, src_lengths)
+        top = encoded.final_hidden[-2:]  # (2, batch, hidden): the top layer's forward and backward states
+        bridged = torch.tanh(self.bridge(torch.cat(list(top), dim=-1)))  # (batch, layers * decoder_hidden)
+        hidden = bridged.view(src.size(0), self.config.decoder_layers, -1).transpose(0, 1).contiguous()
+        attentional = hidden.new_zeros(src.size(0), self.decoder.output_size)  # (batch, output_size)
+        keys = self.decoder.attention.project_keys(encoded.outputs)  # (batch, src_len, *)
+        return EncodedSource(encoded.outputs, keys, encoded.mask, DecoderState(hidden, attentional))
+
+    def decode_step(self, prev_tokens: Tensor, state: DecoderState, source: EncodedSource) -> DecoderStep:
+        """prev_tokens (batch,) -> logits (batch, vocab), the next state, attention (batch, src_len)."""
+        return self.decoder.step(prev_tokens, state, source)
+
+    def teacher_forced_logits(self, tgt_in: Tensor, source: EncodedSource, teacher_forcing_ratio: float = 1.0
+                              ) -> Tensor:
+        """Logits (batch, tgt_len, vocab) for every target position.
+
+        Each step, each example is fed its gold previous token with probability ``teacher_forcing_ratio``
+        and its own previous prediction otherwise (scheduled sampling, Bengio et al. 2015).
+        """
+        if teacher_forcing_ratio >= 1.0 and self.fast_path and self.decoder.parallel:
+            return self.decoder.forward_all(tgt_in, source)[0]
+        state, tokens, logits = source.initial_state, tgt_in[:, 0], []
+        for t in range(tgt_in.size(1)):
+            step = self.decode_step(tokens, state, source)
+            logits.append(step.logits)
+            state = step.state
+            if t + 1 < tgt_in.size(1):
+                gold = tgt_in[:, t + 1]
+                if teacher_forcing_ratio >= 1.0:
+                    tokens = gold
+                else:
+                    use_gold = torch.rand(gold.shape, device=gold.device) < teacher_forcing_ratio  # (batch,)
+                    tokens = torch.where(use_gold, gold, step.logits.argmax(-1))
+        return torch.stack(logits, dim=1)  # (batch, tgt_len, vocab)
+
+    def forward(self, batch: PairBatch, targets: Tensor | None = None, teacher_forcing_ratio: float = 1.0
+                ) -> tuple[Tensor, Tensor | None]:
+        """-> logits (batch, tgt_len, vocab) over ``batch.tgt_in`` and, given targets (batch, tgt_len)
+        (``batch.tgt_out``), the cross-entropy per non-pad target token (with label smoothing)."""
+        source = self.encode(batch.src, batch.src_lengths)
+        logits = self.teacher_forced_logits(batch.tgt_in, source, teacher_forcing_ratio)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=self.pad_id,
+                               label_smoothing=self.label_smoothing)
+        return logits, loss

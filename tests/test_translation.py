@@ -1,0 +1,136 @@
+"""Translation end to end: the reversal sanity task learns, the run folder rebuilds, the API, the CLI and bad
+input behave, resume is exact, and Multi30k / eng-fra load through the same loader."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import nlp_rnn
+from nlp_rnn.config import load_config
+from nlp_rnn.data import load_splits
+from nlp_rnn.predictor import TranslationPredictor
+from nlp_rnn.training import TrainingInterrupted, train
+from tests.tiny import reversal_config
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args, stdin: bytes | None = None):
+    return subprocess.run([sys.executable, "-m", "nlp_rnn", *args], input=stdin, capture_output=True,
+                          env=dict(os.environ), check=False)
+
+
+def test_the_reversal_task_is_learned_near_perfectly(reversal_run):
+    metrics = json.loads((reversal_run / "metrics.json").read_text())
+    assert metrics["validation"]["bleu"] > 95.0
+    assert metrics["validation"]["signature"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    names = {p.name for p in reversal_run.iterdir()}
+    assert {"config.yaml", "tokenizer.json", "model.safetensors", "metrics.json", "log.jsonl",
+            "learning_curve.png", "training_state.pt", "attention"} <= names
+    assert len(list((reversal_run / "attention").glob("*.png"))) == 3
+
+
+def test_translate_api(reversal_run):
+    translator = nlp_rnn.load(reversal_run)
+    assert isinstance(translator, TranslationPredictor)
+    results = translator.translate(["1 2 3 4", "9 8 7 6 5"], beam_size=3, n_best=2, return_attention=True)
+    assert [r["translation"] for r in results] == ["4 3 2 1", "5 6 7 8 9"]
+    for result in results:
+        assert len(result["nbest"]) == 2 and result["nbest"][0]["score"] >= result["nbest"][1]["score"]
+        weights = torch.tensor(result["attention"])
+        assert weights.shape == (len(result["target_tokens"]), len(result["source_tokens"]))
+        assert result["source_tokens"][-1] == "</s>"
+    greedy = translator.translate(["1 2 3 4"], beam_size=1)
+    assert greedy[0]["translation"] == "4 3 2 1" and translator.translate([]) == []
+
+
+def test_long_and_odd_inputs_translate_or_fail_in_one_line(reversal_run, caplog):
+    translator = nlp_rnn.load(reversal_run)
+    paragraph = " ".join(["7"] * 5000)
+    (result,) = translator.translate([paragraph], beam_size=2)
+    assert result["truncated"] and "cut" in caplog.text
+    assert len(result["translation"].split()) <= 1.5 * 21 + 5  # decoding ends: at most the output limit
+    odd = ["😀 <b>html</b> \u05e9\u05dc\u05d5\u05dd", "\x00\x07 control", "<script>alert(1)</script>"]
+    assert len(translator.translate(odd)) == 3
+    with pytest.raises(nlp_rnn.NlpRnnError, match="no tokens"):
+        translator.translate(["   "])
+
+
+def test_evaluate_json_has_bleu_with_its_signature(reversal_run, tmp_path):
+    result = run_cli("evaluate", str(reversal_run), "--split", "test", "--beam", "3", "--json", "--out",
+                     str(tmp_path))
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["bleu"] > 95.0 and report["num_sentences"] == 100 and report["beam_size"] == 3
+    assert {"chrf", "ter", "bleu_lowercase", "sentences_per_second"} <= set(report)
+    assert report["signature"]["bleu"].startswith("nrefs:1|case:mixed")
+    assert len((tmp_path / "hypotheses.beam3.txt").read_text().splitlines()) == 100
+
+
+def test_predict_prints_one_line_per_input_line(reversal_run):
+    lines = [b"1 2 3", b"", b"\xff\xfe 4 5", "😀 6".encode(), b"   ", b"7 8 9 0"]
+    result = run_cli("predict", str(reversal_run), "--beam", "2", "--nbest", "2", stdin=b"\n".join(lines) + b"\n")
+    out = result.stdout.decode().splitlines()
+    assert "Traceback" not in result.stderr.decode()
+    assert len(out) == len(lines) and out[1] == out[4] == "error: empty text"
+    assert out[0].split("\t")[0] == "3 2 1" and len(out[0].split("\t")) == 2
+    assert out[5].split("\t")[0] == "0 9 8 7"
+    assert result.returncode == 1
+
+
+def test_predict_bad_beam_is_one_line(reversal_run):
+    result = run_cli("predict", str(reversal_run), "1 2", "--beam", "2", "--nbest", "3")
+    assert result.returncode == 2 and "Traceback" not in result.stderr.decode()
+    assert result.stderr.decode().startswith("error:") and "n_best" in result.stderr.decode()
+
+
+def test_interrupted_and_resumed_translation_run_matches(tmp_path, reversal_data):
+    config = reversal_config(reversal_data, train={"epochs": 1, "teacher_forcing": 0.7})
+    train(config, tmp_path / "whole")
+
+    def stop(step):
+        if step == 40:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(config, tmp_path / "cut", on_step=stop)
+    train(None, tmp_path / "cut", resume=True)
+    whole, cut = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+
+
+def test_separate_vocabularies_and_bahdanau_train(tmp_path, reversal_data):
+    config = reversal_config(reversal_data, tokenizer={"joint": False, "type": "bpe", "vocab_size": 60},
+                             model={"attention": "bahdanau"}, train={"epochs": 1})
+    train(config, tmp_path / "separate")
+    assert {"tokenizer.source.json", "tokenizer.target.json"} <= {p.name for p in (tmp_path / "separate").iterdir()}
+    (result,) = nlp_rnn.load(tmp_path / "separate").translate(["1 2 3"], beam_size=2)
+    assert isinstance(result["translation"], str)
+
+
+def test_multi30k_loads_with_the_hub_splits_and_columns():
+    config = load_config("configs/translation/multi30k_de_en_gru.yaml")
+    splits = load_splits(config.data, "translation")
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (29000, 1014, 1000)
+    assert splits.test[0] == {"de": "Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt.",
+                              "en": "A man in an orange hat starring at something."}
+
+
+def test_eng_fra_trains_with_a_config_change(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the config names the mirror relative to here
+    overrides = ["data.max_train_examples=300", "data.max_eval_examples=20", "tokenizer.vocab_size=300",
+                 "model.embedding_dim=8", "model.hidden_size=8", "model.decoder_hidden_size=16",
+                 "model.attention_size=8", "train.epochs=1", "train.progress=false", "train.num_threads=1",
+                 "train.max_tokens=null", "train.batch_size=32"]
+    config = load_config("configs/translation/eng_fra_gru.yaml", overrides)
+    splits = load_splits(config.data, "translation")
+    assert len(splits.test) == 20 and set(splits.train.column_names) == {"en", "fr"}
+    metrics = train(config, tmp_path / "eng_fra")
+    assert metrics["best_epoch"] == 1 and "bleu" in metrics["validation"]
