@@ -75,7 +75,7 @@ def _evaluate_translation(predictor, args: argparse.Namespace, out: Path) -> int
     report = score_translations(hypotheses, split[target_column])
     report.update(split=args.split, dataset=config.data.dataset, run_dir=str(args.run_dir), beam_size=beam,
                   sentences_per_second=len(hypotheses) / seconds if seconds > 0 else float("inf"))
-    write_json(out / "metrics.json", report)
+    write_json(out / f"metrics.beam{beam}.json", report)  # greedy and beam results side by side
     atomic_write_text(out / f"hypotheses.beam{beam}.txt", "".join(h + "\n" for h in hypotheses))
     if args.json:
         print(json.dumps(report))

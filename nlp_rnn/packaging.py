@@ -12,18 +12,67 @@ import yaml
 from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.errors import NlpRnnError
 
-SHIPPED = [ckpt.CONFIG_FILE, ckpt.TOKENIZER_FILE, ckpt.METRICS_FILE, ckpt.LOG_FILE, "learning_curve.png",
-           "command.txt"]
+SHIPPED = [ckpt.CONFIG_FILE, ckpt.TOKENIZER_FILE, ckpt.SOURCE_TOKENIZER_FILE, ckpt.TARGET_TOKENIZER_FILE,
+           ckpt.METRICS_FILE, ckpt.LOG_FILE, "learning_curve.png", "command.txt"]
+SHIPPED_FOLDERS = ["evaluation", "attention"]
 
 
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def _command(run_dir: Path) -> str:
+    path = run_dir / "command.txt"
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else "(not recorded)"
+
+
+def translation_card(run_dir: Path, config: dict, metrics: dict) -> str:
+    data, tokenizer, model, train = config["data"], config["tokenizer"], config["model"], config["train"]
+    vocabulary = "one joint vocabulary" if tokenizer["joint"] else "separate source and target vocabularies"
+    feeding = ", input feeding" if model["input_feeding"] else ""
+    tied = ", tied output embeddings" if model["tie_embeddings"] else ""
+    batch = f"{train['max_tokens']:,} padded tokens" if train["max_tokens"] else f"{train['batch_size']} pairs"
+    lines = [
+        f"# {data['dataset']}: {data['source_column']} -> {data['target_column']} GRU encoder-decoder with attention",
+        "",
+        f"- **Data**: `{data['dataset']}` (`{data['source_column']}` -> `{data['target_column']}`); training pairs "
+        f"longer than {data['max_length']} subwords left out, longer inputs cut at prediction time.",
+        f"- **Tokenizer**: {tokenizer['type']}, {tokenizer['vocab_size']:,} subwords, {vocabulary}, "
+        f"{'lowercased' if tokenizer['lowercase'] else 'cased'}, trained on the training split only.",
+        f"- **Model**: embeddings {model['embedding_dim']}; {model['num_layers']} x bidirectional "
+        f"{model['encoder_cell']} {model['hidden_size']} encoder; {model['decoder_layers']} x GRU "
+        f"{model['decoder_hidden_size']} decoder with {model['attention']} attention{feeding}{tied}; "
+        f"{metrics.get('num_parameters', 0):,} parameters.",
+        f"- **Training**: AdamW lr {train['lr']}, {train['schedule']} schedule, batches of {batch}, label "
+        f"smoothing {train['label_smoothing']}, teacher forcing {train['teacher_forcing']} "
+        f"({train['teacher_forcing_schedule']}), up to {train['epochs']} epochs; best epoch "
+        f"{metrics.get('best_epoch')} by validation {metrics.get('metric', train['metric'])} (greedy).",
+        "",
+        "| split | sentences | search | BLEU | chrF | TER | lowercased BLEU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    signature = None
+    for folder in sorted((run_dir / "evaluation").glob("*")):
+        for path in sorted(folder.glob("metrics*.json")):
+            report = _read_json(path)
+            search = "greedy" if report["beam_size"] == 1 else f"beam {report['beam_size']}"
+            lines.append(f"| {folder.name} | {report['num_sentences']:,} | {search} | {report['bleu']:.2f} | "
+                         f"{report['chrf']:.2f} | {report['ter']:.2f} | {report['bleu_lowercase']:.2f} |")
+            signature = report["signature"]["bleu"]
+    if signature:
+        lines += ["", f"BLEU is sacreBLEU on detokenized, cased output (signature `{signature}`); lowercased BLEU "
+                  "only for comparison with tutorials."]
+    lines += ["", "Trained with:", "", "```", _command(run_dir), "```", "",
+              "Scores: `nlp-rnn evaluate <this folder> --split SPLIT --beam N` on this folder's own weights."]
+    return "\n".join(lines) + "\n"
+
+
 def model_card(run_dir: Path) -> str:
     """A short Markdown card: data, configuration, parameters, metrics and the command that trained it."""
     config = yaml.safe_load((run_dir / ckpt.CONFIG_FILE).read_text(encoding="utf-8"))
     metrics = _read_json(run_dir / ckpt.METRICS_FILE) or {}
+    if config.get("task") == "translation":
+        return translation_card(run_dir, config, metrics)
     data, model, train = config["data"], config["model"], config["train"]
     direction = "bidirectional " if model["bidirectional"] else ""
     lines = [
@@ -53,9 +102,7 @@ def model_card(run_dir: Path) -> str:
         if report:
             lines.append(f"| {folder.name} ({data['test_split'] if folder.name == 'test' else folder.name}) | "
                          f"{report['num_examples']:,} | {report['accuracy']:.4f} | {report['macro_f1']:.4f} |")
-    command = (run_dir / "command.txt").read_text(encoding="utf-8").strip() if (run_dir / "command.txt").is_file() \
-        else "(not recorded)"
-    lines += ["", "Trained with:", "", "```", command, "```", "",
+    lines += ["", "Trained with:", "", "```", _command(run_dir), "```", "",
               "Test metrics: `nlp-rnn evaluate <this folder> --split test` on this folder's own weights."]
     return "\n".join(lines) + "\n"
 
@@ -72,8 +119,9 @@ def pack_run(run_dir: str | Path, out: str | Path, fp16: bool = False, force: bo
     for name in SHIPPED:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out / name)
-    if (run_dir / "evaluation").is_dir():
-        shutil.copytree(run_dir / "evaluation", out / "evaluation")
+    for folder in SHIPPED_FOLDERS:
+        if (run_dir / folder).is_dir():
+            shutil.copytree(run_dir / folder, out / folder)
     tensors, metadata = ckpt.load_weights(run_dir / ckpt.WEIGHTS_FILE)
     ckpt.save_weights(out / ckpt.WEIGHTS_FILE, tensors, metadata, dtype=torch.float16 if fp16 else None)
     write_model_card(out)

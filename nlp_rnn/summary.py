@@ -16,15 +16,42 @@ def _count(module: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
-def summary_rows(model: nn.Module) -> list[tuple[str, str, int]]:
-    """(layer name, output shape, parameters) for a :class:`SentimentClassifier`."""
-    encoder = model.encoder
-    rows = [(f"embedding (Embedding {encoder.embedding.num_embeddings}x{encoder.embedding.embedding_dim})",
+def _encoder_rows(encoder: nn.Module, prefix: str = "") -> list[tuple[str, str, int]]:
+    rows = [(f"{prefix}embedding (Embedding {encoder.embedding.num_embeddings}x{encoder.embedding.embedding_dim})",
              f"(batch, seq, {encoder.embedding.embedding_dim})", _count(encoder.embedding)[0])]
     directions = "bidirectional " if encoder.num_directions == 2 else ""
     for index, layer in enumerate(encoder.layers):
-        rows.append((f"rnn_{index} ({directions}{encoder.cell} {encoder.hidden_size})",
+        rows.append((f"{prefix}rnn_{index} ({directions}{encoder.cell} {encoder.hidden_size})",
                      f"(batch, seq, {encoder.output_size})", _count(layer)[0]))
+    return rows
+
+
+def _translator_rows(model: nn.Module) -> list[tuple[str, str, int]]:
+    decoder = model.decoder
+    embedding, rnn = decoder.embedding, decoder.rnn
+    rows = _encoder_rows(model.encoder, "encoder.")
+    rows.append((f"bridge (Linear {model.bridge.in_features}->{model.bridge.out_features}, tanh)",
+                 f"({rnn.num_layers}, batch, {rnn.hidden_size})", _count(model.bridge)[0]))
+    rows.append((f"decoder.embedding (Embedding {embedding.num_embeddings}x{embedding.embedding_dim})",
+                 f"(batch, tgt, {embedding.embedding_dim})", _count(embedding)[0]))
+    rows.append((f"decoder.rnn ({rnn.num_layers} x GRU {rnn.input_size}->{rnn.hidden_size})",
+                 f"(batch, tgt, {rnn.hidden_size})", _count(rnn)[0]))
+    rows.append((f"decoder.attention ({model.config.attention})", f"(batch, tgt, {model.encoder.output_size})",
+                 _count(decoder.attention)[0]))
+    rows.append((f"decoder.combine (Linear {decoder.combine.in_features}->{decoder.combine.out_features}, tanh)",
+                 f"(batch, tgt, {decoder.output_size})", _count(decoder.combine)[0]))
+    tied = decoder.output.weight is embedding.weight
+    rows.append((f"decoder.output (Linear {decoder.output.in_features}->{decoder.output.out_features}"
+                 f"{', tied to decoder.embedding' if tied else ''})", f"(batch, tgt, {decoder.output.out_features})",
+                 decoder.output.bias.numel() if tied else _count(decoder.output)[0]))
+    return rows
+
+
+def summary_rows(model: nn.Module) -> list[tuple[str, str, int]]:
+    """(layer name, output shape, parameters) for a :class:`SentimentClassifier` or a :class:`Translator`."""
+    if hasattr(model, "decoder"):
+        return _translator_rows(model)
+    rows = _encoder_rows(model.encoder)
     rows.append((f"pooling ({model.pooling.kind})", f"(batch, {model.pooling.output_size})",
                  _count(model.pooling)[0]))
     rows.append(("dropout", f"(batch, {model.pooling.output_size})", 0))

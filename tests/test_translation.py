@@ -134,3 +134,20 @@ def test_eng_fra_trains_with_a_config_change(tmp_path, monkeypatch):
     assert len(splits.test) == 20 and set(splits.train.column_names) == {"en", "fr"}
     metrics = train(config, tmp_path / "eng_fra")
     assert metrics["best_epoch"] == 1 and "bleu" in metrics["validation"]
+
+
+def test_pack_ships_a_translator_with_its_card(reversal_run, tmp_path):
+    from nlp_rnn.cli import main
+    from nlp_rnn.packaging import pack_run
+
+    out = pack_run(reversal_run, tmp_path / "shipped", fp16=True)
+    assert not (out / "training_state.pt").exists() and (out / "attention").is_dir()
+    for beam in ("1", "3"):
+        assert main(["evaluate", str(out), "--split", "test", "--beam", beam]) == 0
+    assert main(["pack", str(out), "--card-only"]) == 0
+    card = (out / "README.md").read_text()
+    assert "| test | 100 | greedy |" in card and "| test | 100 | beam 3 |" in card and "nrefs:1|case:mixed" in card
+    texts = ["1 2 3", "4 5 6 7"]
+    original = nlp_rnn.load(reversal_run).translate(texts)
+    assert [r["translation"] for r in nlp_rnn.load(out).translate(texts)] == [r["translation"] for r in original]
+    assert "decoder.output (Linear" in nlp_rnn.load(out).model.summary(print_fn=None)
