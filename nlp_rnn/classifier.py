@@ -9,9 +9,10 @@ from nlp_rnn.batching import Batch
 from nlp_rnn.config import ModelConfig
 from nlp_rnn.encoder import RecurrentEncoder
 from nlp_rnn.pooling import Pooling
+from nlp_rnn.summary import SummaryMixin
 
 
-class SentimentClassifier(nn.Module):
+class SentimentClassifier(SummaryMixin, nn.Module):
     def __init__(self, config: ModelConfig, vocab_size: int, num_labels: int, pad_id: int = 0,
                  label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -34,14 +35,6 @@ class SentimentClassifier(nn.Module):
         self.dropout = nn.Dropout(config.output_dropout)
         self.head = nn.Linear(self.pooling.output_size, num_labels)
 
-    def summary(self, print_fn=print) -> str:
-        """Print (and return) a Keras-style table of layers, output shapes and parameter counts."""
-        from nlp_rnn.summary import format_summary
-
-        table = format_summary(self)
-        if print_fn is not None:
-            print_fn(table)
-        return table
 
     def pool(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """Sequence features (batch, features) and, for attention pooling, weights (batch, len)."""

@@ -73,3 +73,14 @@ def format_summary(model: nn.Module) -> str:
     lines += ["=" * width, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
               f"Non-trainable params: {total - trainable:,}", "=" * width]
     return "\n".join(lines)
+
+
+class SummaryMixin:
+    """Gives a model Keras's ``model.summary()``."""
+
+    def summary(self, print_fn=print) -> str:
+        """Print (and return) a Keras-style table of layers, output shapes and parameter counts."""
+        table = format_summary(self)
+        if print_fn is not None:
+            print_fn(table)
+        return table

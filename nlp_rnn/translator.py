@@ -15,9 +15,10 @@ from nlp_rnn.batching import PairBatch
 from nlp_rnn.config import TranslatorConfig
 from nlp_rnn.decoder import AttentionDecoder, DecoderState, DecoderStep, EncodedSource
 from nlp_rnn.encoder import RecurrentEncoder
+from nlp_rnn.summary import SummaryMixin
 
 
-class Translator(nn.Module):
+class Translator(SummaryMixin, nn.Module):
     def __init__(self, config: TranslatorConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0,
                  label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -54,13 +55,6 @@ class Translator(nn.Module):
             pad_id=pad_id,
         )
 
-    def summary(self, print_fn=print) -> str:
-        from nlp_rnn.summary import format_summary
-
-        table = format_summary(self)
-        if print_fn is not None:
-            print_fn(table)
-        return table
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncodedSource:
         """src (batch, src_len), src_lengths (batch,) -> EncodedSource with the decoder's initial state."""
