@@ -150,3 +150,23 @@ def test_bucketing_reduces_padding():
     unbucketed = list(BucketBatchSampler(lengths, batch_size=32, bucket_size=1, seed=0))
     assert padding(bucketed) < 0.1 * padding(random_batches)
     assert padding(bucketed) < 0.1 * padding(unbucketed)
+
+
+def test_pair_collator_pads_and_shifts_the_target():
+    from nlp_rnn.batching import PairCollator
+
+    batch = PairCollator(0)([{"src": [5, 6, 3], "tgt": [2, 7, 8, 9, 3]}, {"src": [4, 3], "tgt": [2, 7, 3]}])
+    assert batch.src.tolist() == [[5, 6, 3], [4, 3, 0]] and batch.src_lengths.tolist() == [3, 2]
+    assert batch.tgt_in.tolist() == [[2, 7, 8, 9], [2, 7, 3, 0]]  # tgt[:, :-1]
+    assert batch.tgt_out.tolist() == [[7, 8, 9, 3], [7, 3, 0, 0]]  # tgt[:, 1:]
+    assert batch.tgt_mask.tolist() == [[True] * 4, [True, True, False, False]]
+    assert batch.num_tokens == 6 and batch.src_lengths.device.type == "cpu"
+
+
+def test_pairs_bucket_on_source_then_target_length():
+    from nlp_rnn.batching import PairDataset
+
+    pairs = PairDataset([[1] * n for n in (5, 2, 5, 2)], [[1] * n for n in (9, 3, 4, 8)])
+    assert pairs.lengths() == [9, 3, 5, 8]
+    sampler = BucketBatchSampler(pairs.lengths(), batch_size=2, shuffle=False, sort_keys=pairs.sort_keys())
+    assert sampler.batches() == [[1, 3], [2, 0]]  # (2, 3), (2, 8) | (5, 4), (5, 9)
