@@ -54,6 +54,9 @@ def load_tokenizers(config: Config, folder: Path) -> list[Tokenizer]:
 class ClassificationTask:
     """Text -> label: the sentiment classifier."""
 
+    logged = ("loss", "accuracy", "macro_f1")  # validation scores written to log.jsonl each epoch
+    kept = ("loss", "accuracy", "macro_f1", "per_class", "confusion_matrix")  # and to metrics.json
+
     def __init__(self, config: Config, tokenizers: list[Tokenizer] | None = None) -> None:
         self.config = config
         data = config.data
@@ -77,7 +80,7 @@ class ClassificationTask:
     def metadata(self) -> dict[str, Any]:
         return {"task": "classification", "labels": self.label_names, "vocab_size": self.tokenizer.get_vocab_size()}
 
-    def forward(self, model: nn.Module, batch, step: int) -> tuple[torch.Tensor, int, int]:
+    def forward(self, model: nn.Module, batch, step: int, total_steps: int) -> tuple[torch.Tensor, int, int]:
         """Training loss, correct predictions and how many were made."""
         logits, loss = model(batch, targets=batch.labels)
         return loss, int((logits.argmax(-1) == batch.labels).sum()), len(batch.labels)
@@ -86,9 +89,6 @@ class ClassificationTask:
         train = self.config.train
         return evaluate_classifier(model, self.validation, self.label_names, train.eval_batch_size, device,
                                    train.amp)
-
-    logged = ("loss", "accuracy", "macro_f1")  # validation scores written to log.jsonl each epoch
-    kept = ("loss", "accuracy", "macro_f1", "per_class", "confusion_matrix")  # and to metrics.json
 
     def after_training(self, model: nn.Module, run_dir: Path, device: torch.device) -> None:
         pass
@@ -159,13 +159,10 @@ class TranslationTask:
                                              data.max_length, drop_long=False)
         self.validation_references = [splits.validation[target_column][i] for i in kept]
         self.collate = PairCollator(PAD_ID)
-        self.total_steps = 1
 
     def sampler(self, train: TrainConfig) -> BucketBatchSampler:
-        sampler = BucketBatchSampler(self.train.lengths(), train.batch_size, train.max_tokens, shuffle=True,
-                                     bucket_size=train.bucket_size, seed=train.seed, sort_keys=self.train.sort_keys())
-        self.total_steps = len(sampler.batches()) * train.epochs
-        return sampler
+        return BucketBatchSampler(self.train.lengths(), train.batch_size, train.max_tokens, shuffle=True,
+                                  bucket_size=train.bucket_size, seed=train.seed, sort_keys=self.train.sort_keys())
 
     def build_model(self) -> nn.Module:
         return Translator(self.config.model, self.src_tokenizer.get_vocab_size(),
@@ -175,9 +172,9 @@ class TranslationTask:
         return {"task": "translation", "src_vocab_size": self.src_tokenizer.get_vocab_size(),
                 "tgt_vocab_size": self.tgt_tokenizer.get_vocab_size()}
 
-    def forward(self, model: nn.Module, batch, step: int) -> tuple[torch.Tensor, int, int]:
+    def forward(self, model: nn.Module, batch, step: int, total_steps: int) -> tuple[torch.Tensor, int, int]:
         """Training loss, correctly predicted target tokens and the number of target tokens."""
-        ratio = teacher_forcing_ratio(self.config.train, step, self.total_steps)
+        ratio = teacher_forcing_ratio(self.config.train, step, total_steps)
         logits, loss = model(batch, targets=batch.tgt_out, teacher_forcing_ratio=ratio)
         correct = int(((logits.argmax(-1) == batch.tgt_out) & batch.tgt_mask).sum())
         return loss, correct, int(batch.tgt_mask.sum())

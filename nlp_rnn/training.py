@@ -188,7 +188,8 @@ class Trainer:
         train = self.config.train
         batch = batch.to(self.device)
         with autocast(self.device, train.amp):
-            loss, correct, count = self.task.forward(self.model, batch, self.progress["step"])
+            loss, correct, count = self.task.forward(self.model, batch, self.progress["step"],
+                                                     self.steps_per_epoch * train.epochs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = train.clip_norm if train.clip_norm is not None else float("inf")
