@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 from torch import nn
+from torch.nn import functional as F
 
 from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.batching import BucketBatchSampler, Collator, EncodedDataset, PairCollator, PairDataset
@@ -180,7 +181,8 @@ class TranslationTask:
         return loss, correct, int(batch.tgt_mask.sum())
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
-        """Teacher-forced loss and perplexity, and greedy-decoded sacreBLEU, on the validation split."""
+        """Teacher-forced cross-entropy (no label smoothing) and perplexity, and greedy-decoded sacreBLEU,
+        on the validation split."""
         train = self.config.train
         was_training = model.training
         model.eval()
@@ -191,9 +193,10 @@ class TranslationTask:
             for indices in sampler:
                 batch = self.collate([self.validation[i] for i in indices]).to(device)
                 with autocast(device, train.amp):
-                    _, loss = model(batch, targets=batch.tgt_out)
-                count = int(batch.tgt_mask.sum())
-                total, tokens = total + float(loss) * count, tokens + count
+                    logits, _ = model(batch)
+                total += float(F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out.flatten(),
+                                               ignore_index=PAD_ID, reduction="sum"))
+                tokens += int(batch.tgt_mask.sum())
             search = self.config.search
             found = decode_dataset(model, self.validation.src, train.eval_batch_size, device, beam_size=1,
                                    max_length_ratio=search.max_length_ratio,

@@ -151,3 +151,18 @@ def test_pack_ships_a_translator_with_its_card(reversal_run, tmp_path):
     original = nlp_rnn.load(reversal_run).translate(texts)
     assert [r["translation"] for r in nlp_rnn.load(out).translate(texts)] == [r["translation"] for r in original]
     assert "decoder.output (Linear" in nlp_rnn.load(out).model.summary(print_fn=None)
+
+
+def test_validation_loss_is_plain_cross_entropy(reversal_data):
+    from nlp_rnn.tasks import make_task
+
+    config = reversal_config(reversal_data, train={"label_smoothing": 0.2})
+    task = make_task(config)
+    model = task.build_model().eval()
+    report = task.evaluate(model, torch.device("cpu"))
+    batch = task.collate([task.validation[i] for i in range(len(task.validation))])
+    with torch.no_grad():
+        logits, _ = model(batch)
+    expected = torch.nn.functional.cross_entropy(logits[batch.tgt_mask], batch.tgt_out[batch.tgt_mask])
+    assert report["loss"] == pytest.approx(float(expected), rel=1e-4)
+    assert report["ppl"] == pytest.approx(float(expected.exp()), rel=1e-3)
