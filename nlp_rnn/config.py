@@ -65,6 +65,7 @@ class DataConfig:
     max_length: int = _bounded(400, 1)  # tokens kept per text; translation: longer training pairs are dropped
     truncation: str = _choice("head_tail", "head", "tail", "head_tail")
     head_fraction: float = _bounded(0.25, 0.0, 1.0)  # share of max_length taken from the start (head_tail)
+    detokenize_ptb: bool = False  # undo Penn Treebank tokenization ("does n't" -> "doesn't"; SST) to match raw text
     max_train_examples: int | None = _bounded(None, 1)  # for smoke tests and quick experiments
     max_eval_examples: int | None = _bounded(None, 1)
 

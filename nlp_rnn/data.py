@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,25 @@ def _label_names(split: datasets.Dataset, column: str) -> list[str]:
     return [str(v) for v in sorted(set(split[column]))]
 
 
+# Penn Treebank tokenization (SST's "it 's", "does n't", "-lrb-") back to the raw text people type.
+_PTB_RULES = [
+    (re.compile(r" n't\b"), "n't"),
+    (re.compile(r" '(s|re|ve|d|ll|m)\b"), r"'\1"),
+    (re.compile(r"-lrb-", re.IGNORECASE), "("),
+    (re.compile(r"-rrb-", re.IGNORECASE), ")"),
+    (re.compile(r"``\s*|\s*''"), '"'),
+    (re.compile(r" ([.,!?;:%)])"), r"\1"),
+    (re.compile(r"\( "), "("),
+]
+
+
+def detokenize_ptb(text: str) -> str:
+    """``"it 's not that it does n't -lrb- try -rrb- ."`` -> ``"it's not that it doesn't (try)."``"""
+    for pattern, replacement in _PTB_RULES:
+        text = pattern.sub(replacement, text)
+    return text.strip()
+
+
 def columns(config: DataConfig, task: str) -> tuple[str, str]:
     """The two columns a task reads: (text, label) or (source, target)."""
     if task == "translation":
@@ -102,6 +122,9 @@ def _clean(split: datasets.Dataset, config: DataConfig, name: str, task: str) ->
         log.warning("%s: dropped %d of %d rows with empty text or no label", name, dropped, before)
     if len(split) == 0:
         raise DataError(f"split {name!r} of {config.dataset!r} has no usable rows")
+    if config.detokenize_ptb:
+        text_columns = (first, second) if task == "translation" else (first,)
+        split = split.map(lambda row: {c: detokenize_ptb(row[c]) for c in text_columns})
     return split
 
 

@@ -71,3 +71,12 @@ def test_missing_split_or_column_is_named():
 def test_data_dir_is_set_for_the_suite():
     """The suite reads the mirror (make test and .ci/run set it); a missing mirror fails, never skips."""
     assert os.environ.get("NLP_RNN_DATA_DIR") or os.environ.get("HF_ENDPOINT") or True
+
+
+def test_ptb_detokenization_matches_raw_text():
+    from nlp_rnn.data import detokenize_ptb
+
+    assert detokenize_ptb("it 's not that it does n't -lrb- try -rrb- , you 're right . ") == \
+        "it's not that it doesn't (try), you're right."
+    assert detokenize_ptb("i ca n't and wo n't say `` best '' !") == "i can't and won't say \"best\"!"
+    assert detokenize_ptb("plain text, untouched.") == "plain text, untouched."
