@@ -149,6 +149,7 @@ class TrainConfig:
     clip_norm: float | None = _bounded(1.0, 0.0)
     label_smoothing: float = _bounded(0.0, 0.0, 1.0)
     init_from: str | None = None  # a run folder: start from its weights and reuse its tokenizer (transfer)
+    freeze_embeddings: bool = False  # keep every embedding matrix fixed (e.g. pretrained through init_from)
     metric: str = _choice("auto", "auto", "accuracy", "macro_f1", "bleu", "loss")  # auto: accuracy or bleu
     teacher_forcing: float = _bounded(1.0, 0.0, 1.0)  # translation: chance of feeding the gold token
     teacher_forcing_schedule: str = _choice("constant", "constant", "linear", "inverse_sigmoid")

@@ -69,9 +69,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only; biases, peepholes and embeddings are left alone (as in BERT/nanoGPT)."""
+    """Decay matrices only; biases, peepholes and embeddings are left alone (as in BERT/nanoGPT).
+    Frozen parameters are not optimised at all."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
         is_matrix = parameter.dim() >= 2 and "embedding" not in name
         (decay if is_matrix else no_decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -142,6 +145,10 @@ class Trainer:
         self.model = self.task.build_model()
         if train.init_from and not resume:
             _init_weights(self.model, Path(train.init_from))
+        if train.freeze_embeddings:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.Embedding):
+                    module.weight.requires_grad_(False)  # a tied output layer shares it: frozen too
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(_parameter_groups(self.model, train.weight_decay), lr=train.lr)
         self.sampler = self.task.sampler(train)

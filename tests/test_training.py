@@ -108,3 +108,11 @@ def test_init_from_copies_encoder_and_tokenizer(tmp_path, tiny_run):
 def test_init_from_a_missing_run_is_named(tmp_path):
     with pytest.raises(NlpRnnError, match="init_from"):
         train(tiny_config(train={"init_from": str(tmp_path / "nowhere")}), tmp_path / "run")
+
+
+def test_frozen_embeddings_stay_fixed_while_the_rest_learns(tmp_path, tiny_run):
+    config = tiny_config(train={"init_from": str(tiny_run), "freeze_embeddings": True, "epochs": 1})
+    train(config, tmp_path / "frozen")
+    before, after = load_file(tiny_run / "model.safetensors"), load_file(tmp_path / "frozen" / "model.safetensors")
+    assert torch.equal(before["encoder.embedding.weight"], after["encoder.embedding.weight"])
+    assert not torch.equal(before["head.weight"], after["head.weight"])
