@@ -36,7 +36,7 @@ sentiment-model: install
 	$(BIN)/nlp-rnn evaluate demo/models/sentiment-imdb --split test
 	$(BIN)/nlp-rnn pack demo/models/sentiment-imdb --card-only
 
-# Retrain, pack and score the shipped Multi30k de->en translator (about 80 minutes on 2 CPU cores).
+# Retrain, pack and score the shipped Multi30k de->en translator (about 1 hour on 2 CPU cores).
 translation-model: install
 	$(BIN)/nlp-rnn train configs/translation/multi30k_de_en_gru.yaml --out runs/multi30k_de_en_gru
 	$(BIN)/nlp-rnn pack runs/multi30k_de_en_gru demo/models/translate-de-en --fp16 --force

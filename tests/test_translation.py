@@ -166,3 +166,16 @@ def test_validation_loss_is_plain_cross_entropy(reversal_data):
     expected = torch.nn.functional.cross_entropy(logits[batch.tgt_mask], batch.tgt_out[batch.tgt_mask])
     assert report["loss"] == pytest.approx(float(expected), rel=1e-4)
     assert report["ppl"] == pytest.approx(float(expected.exp()), rel=1e-3)
+
+
+def test_the_shipped_translator_loads_and_translates():
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parent.parent / "demo" / "models" / "translate-de-en"
+    assert (shipped / "model.safetensors").is_file(), "demo/models/translate-de-en must be shipped"
+    assert not (shipped / "training_state.pt").exists()
+    assert sum(p.stat().st_size for p in shipped.rglob("*") if p.is_file()) <= 25 * 1024 * 1024
+    translator = nlp_rnn.load(shipped)
+    (result,) = translator.translate(["Ein Mann fährt Fahrrad."], beam_size=5, return_attention=True)
+    assert "man" in result["translation"].lower() and result["translation"][0].isupper()  # detokenized, cased
+    assert torch.tensor(result["attention"]).shape == (len(result["target_tokens"]), len(result["source_tokens"]))
