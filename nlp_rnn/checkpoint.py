@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
 from torch import nn
 
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.io import atomic_write
+
+if TYPE_CHECKING:
+    from nlp_rnn.config import Config
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"  # classification, or a joint translation vocabulary
@@ -90,3 +94,23 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
 
 def write_json(path: str | Path, value: Any) -> None:
     atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8"))
+
+
+def _load_tokenizer(path: Path) -> Tokenizer:
+    if not path.is_file():
+        raise NlpRnnError(f"{path}: not found")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception
+        raise NlpRnnError(f"{path}: cannot load tokenizer ({str(err).splitlines()[0]})") from None
+
+
+def tokenizer_files(config: Config) -> list[str]:
+    """The tokenizer file names a run folder of this config holds."""
+    if config.task == "translation" and not config.tokenizer.joint:
+        return [SOURCE_TOKENIZER_FILE, TARGET_TOKENIZER_FILE]
+    return [TOKENIZER_FILE]
+
+
+def load_tokenizers(config: Config, folder: Path) -> list[Tokenizer]:
+    return [_load_tokenizer(Path(folder) / name) for name in tokenizer_files(config)]

@@ -15,12 +15,12 @@ from tokenizers import Tokenizer
 
 from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.batching import Collator, EncodedDataset
+from nlp_rnn.checkpoint import load_tokenizers
 from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.config import Config, ConfigError, config_from_dict, read_yaml
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import predict_logits
 from nlp_rnn.search import decode_dataset
-from nlp_rnn.tasks import load_tokenizers
 from nlp_rnn.tokenization import EOS_ID, PAD_ID, decode_ids, encode_texts
 from nlp_rnn.translator import Translator
 

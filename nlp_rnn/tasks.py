@@ -23,33 +23,12 @@ from nlp_rnn.batching import BucketBatchSampler, Collator, EncodedDataset, PairC
 from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.config import Config, TrainConfig
 from nlp_rnn.data import columns, load_splits
-from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import autocast, evaluate_classifier, score_translations
 from nlp_rnn.search import decode_dataset
 from nlp_rnn.tokenization import BOS_ID, EOS_ID, PAD_ID, decode_ids, encode_texts, train_tokenizer
 from nlp_rnn.translator import Translator
 
 log = logging.getLogger(__name__)
-
-
-def _load_tokenizer(path: Path) -> Tokenizer:
-    if not path.is_file():
-        raise NlpRnnError(f"{path}: not found")
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception
-        raise NlpRnnError(f"{path}: cannot load tokenizer ({str(err).splitlines()[0]})") from None
-
-
-def tokenizer_files(config: Config) -> list[str]:
-    """The tokenizer file names a run folder of this config holds."""
-    if config.task == "translation" and not config.tokenizer.joint:
-        return [ckpt.SOURCE_TOKENIZER_FILE, ckpt.TARGET_TOKENIZER_FILE]
-    return [ckpt.TOKENIZER_FILE]
-
-
-def load_tokenizers(config: Config, folder: Path) -> list[Tokenizer]:
-    return [_load_tokenizer(Path(folder) / name) for name in tokenizer_files(config)]
 
 
 class ClassificationTask:

@@ -27,12 +27,13 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from nlp_rnn import checkpoint as ckpt
+from nlp_rnn.checkpoint import load_tokenizers, tokenizer_files
 from nlp_rnn.config import Config, TrainConfig, load_config, save_config
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import autocast
 from nlp_rnn.io import atomic_write, atomic_write_text
 from nlp_rnn.plots import plot_learning_curve
-from nlp_rnn.tasks import load_tokenizers, make_task, tokenizer_files
+from nlp_rnn.tasks import make_task
 
 log = logging.getLogger(__name__)
 
