@@ -81,11 +81,6 @@ def encode_classification(split, tokenizer: Tokenizer, config: Config) -> Encode
     return EncodedDataset([ids[i] for i in keep], [split[data.label_column][i] for i in keep])
 
 
-def encode_sources(tokenizer: Tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """Source ids: the first ``max_length`` tokens, then ``</s>``."""
-    return [ids + [EOS_ID] for ids in encode_texts(tokenizer, texts, max_length, "head")]
-
-
 def encode_pairs(src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, sources: list[str], targets: list[str],
                  max_length: int, drop_long: bool) -> tuple[PairDataset, list[int]]:
     """Encode parallel texts; targets become ``<s> ... </s>``. With ``drop_long``, pairs with a side longer
