@@ -145,11 +145,9 @@ class TranslationPredictor:
                                  truncated=cut)
             if return_attention:
                 best = hypotheses[0]
-                target = [self.tgt_tokenizer.id_to_token(i) for i in best.tokens]
-                if len(best.attention) > len(best.tokens):
-                    target.append("</s>")
                 result.update(source_tokens=[self.src_tokenizer.id_to_token(i) for i in ids],
-                              target_tokens=target, attention=best.attention.float().tolist())
+                              target_tokens=[self.tgt_tokenizer.id_to_token(i) for i in best.output_ids],
+                              attention=best.attention.float().tolist())
             results.append(result)
         return results
 
@@ -181,10 +179,9 @@ def load(path: str | Path, device: str = "cpu") -> SentimentPredictor | Translat
     weights_path = run_dir / ckpt.WEIGHTS_FILE
     tensors, metadata = ckpt.load_weights(weights_path)
     if config.task == "translation":
-        names = [p.name for p in (run_dir / ckpt.SOURCE_TOKENIZER_FILE, run_dir / ckpt.TARGET_TOKENIZER_FILE)] \
-            if len(tokenizers) == 2 else [ckpt.TOKENIZER_FILE] * 2
+        names = ckpt.tokenizer_files(config)  # one joint file, or source and target
         _check_vocab(tokenizers[0], metadata.get("src_vocab_size"), names[0], run_dir)
-        _check_vocab(tokenizers[-1], metadata.get("tgt_vocab_size"), names[1], run_dir)
+        _check_vocab(tokenizers[-1], metadata.get("tgt_vocab_size"), names[-1], run_dir)
         model = Translator(config.model, tokenizers[0].get_vocab_size(), tokenizers[-1].get_vocab_size(), PAD_ID)
         ckpt.load_into(model, tensors, weights_path)
         return TranslationPredictor(config, tokenizers, model.to(device), run_dir)

@@ -21,7 +21,13 @@ from nlp_rnn.tokenization import BOS_ID, EOS_ID
 class Hypothesis(NamedTuple):
     tokens: list[int]  # without <s> and </s>
     score: float  # greedy: sum of log-probabilities; beam: that sum / length penalty
-    attention: Tensor | None  # (len(tokens) + 1 if it ended with </s>, src_len) when asked for
+    attention: Tensor | None  # (len(output_ids), src_len) when asked for
+    ended: bool  # emitted </s> (else it stopped at its length limit)
+
+    @property
+    def output_ids(self) -> list[int]:
+        """Every generated id, ``</s>`` included when it ended: one per attention row."""
+        return self.tokens + [EOS_ID] if self.ended else self.tokens
 
 
 def output_limits(src_lengths: Tensor, max_length_ratio: float, max_output_length: int) -> list[int]:
@@ -39,7 +45,7 @@ def _hypothesis(tokens: list[int], score: float, attention: Tensor | None, src_l
     kept = tokens[:-1] if ended else tokens
     if attention is not None:
         attention = attention[: len(tokens), :src_length].cpu()
-    return Hypothesis(kept, score, attention)
+    return Hypothesis(kept, score, attention, ended)
 
 
 @torch.no_grad()

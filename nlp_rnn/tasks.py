@@ -194,9 +194,7 @@ class TranslationTask:
             batch = self.collate([{"src": self.validation.src[index]}]).to(device)
             (hypothesis,) = greedy_search(model, batch.src, batch.src_lengths, return_attention=True)
             src_tokens = [self.src_tokenizer.id_to_token(i) for i in self.validation.src[index]]
-            tgt_tokens = [self.tgt_tokenizer.id_to_token(i) for i in hypothesis.tokens]
-            if len(hypothesis.attention) > len(hypothesis.tokens):
-                tgt_tokens.append("</s>")
+            tgt_tokens = [self.tgt_tokenizer.id_to_token(i) for i in hypothesis.output_ids]
             plot_attention(src_tokens, tgt_tokens, hypothesis.attention.float(),
                            run_dir / "attention" / f"validation_{index}.png")
 

@@ -93,8 +93,8 @@ def test_attention_comes_back_per_output_token():
     model = model_of(eos_bias=2.5)
     src, lengths = padded(SOURCES)
     for hypothesis, n in zip(greedy_search(model, src, lengths, return_attention=True), (6, 3, 2, 5), strict=True):
-        steps = len(hypothesis.tokens) + 1  # the </s> step too, when it ended
-        assert hypothesis.attention.shape[1] == n and hypothesis.attention.shape[0] in (steps, steps - 1)
+        assert hypothesis.attention.shape == (len(hypothesis.output_ids), n)  # the </s> step too, when it ended
+        assert hypothesis.output_ids[-1:] == [EOS_ID] if hypothesis.ended else EOS_ID not in hypothesis.output_ids
         assert torch.allclose(hypothesis.attention.sum(-1), torch.ones(hypothesis.attention.shape[0]), atol=1e-5)
     (beam,) = beam_search(model, src[:1], lengths[:1], beam_size=3, return_attention=True)
     assert beam[0].attention.shape[1] == 6
