@@ -3,6 +3,6 @@
 __version__ = "0.1.0"
 
 from nlp_rnn.errors import NlpRnnError  # noqa: E402
-from nlp_rnn.predictor import load  # noqa: E402
+from nlp_rnn.predictor import SentimentPredictor, TranslationPredictor, load  # noqa: E402
 
-__all__ = ["NlpRnnError", "load", "__version__"]
+__all__ = ["NlpRnnError", "SentimentPredictor", "TranslationPredictor", "load", "__version__"]

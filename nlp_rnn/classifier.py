@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -35,7 +36,6 @@ class SentimentClassifier(SummaryMixin, nn.Module):
         self.dropout = nn.Dropout(config.output_dropout)
         self.head = nn.Linear(self.pooling.output_size, num_labels)
 
-
     def pool(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """Sequence features (batch, features) and, for attention pooling, weights (batch, len)."""
         encoded = self.encoder(batch.input_ids, batch.lengths)
@@ -48,3 +48,18 @@ class SentimentClassifier(SummaryMixin, nn.Module):
         if targets is None:
             return logits, None
         return logits, F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+
+    def gradient_x_input(self, batch: Batch, labels: Tensor) -> Tensor:
+        """Per-token attribution to each row's ``labels`` (batch,) logit: gradient x input, summed over the
+        embedding (Shrikumar et al. 2016). (batch, len), zero at padding; positive pushes toward the label.
+
+        Gradients are taken with ``torch.autograd.grad`` only for the embeddings, so no parameter's ``.grad``
+        is written and concurrent calls on one model are safe. Call in eval mode.
+        """
+        with torch.enable_grad():
+            embedded = self.encoder.embedding(batch.input_ids).detach().requires_grad_()
+            pooled, _ = self.pooling(self.encoder.encode_embedded(embedded, batch.lengths))
+            logits = self.head(self.dropout(pooled))  # (batch, num_labels)
+            chosen = logits.gather(1, labels.view(-1, 1)).sum()
+            (gradient,) = torch.autograd.grad(chosen, embedded)
+        return (gradient * embedded).sum(-1).detach() * batch.mask  # (batch, len)

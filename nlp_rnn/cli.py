@@ -173,7 +173,10 @@ def _demo(args: argparse.Namespace) -> int:
     spec = importlib.util.spec_from_file_location("nlp_rnn_demo_app", app_path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(sentiment=args.sentiment, host=args.host, port=args.port)
+    try:
+        module.main(sentiment=args.sentiment, translation=args.translation, host=args.host, port=args.port)
+    except OSError as err:  # e.g. the port is taken
+        raise NlpRnnError(f"cannot serve the demo on {args.host}:{args.port}: {err}") from None
     return 0
 
 
@@ -219,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="serve the Gradio web demo")
     demo.add_argument("--sentiment", default=None, help="sentiment run folder (default: demo/models/sentiment-imdb)")
+    demo.add_argument("--translation", default=None,
+                      help="translation run folder (default: demo/models/translate-de-en)")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=7860)
     demo.set_defaults(run=_demo)

@@ -89,12 +89,17 @@ class RecurrentEncoder(nn.Module):
 
     def forward(self, src: Tensor, lengths: Tensor) -> EncoderOutput:
         """src (batch, src_len) token ids, lengths (batch,) int64 -> EncoderOutput."""
+        return self.encode_embedded(self.embedding(src), lengths)
+
+    def encode_embedded(self, embedded: Tensor, lengths: Tensor) -> EncoderOutput:
+        """The same from embeddings (batch, src_len, emb); attributions take gradients with respect to them."""
         if bool((lengths < 1).any()):
             raise ValueError("every sequence needs at least one token")
-        mask = lengths_to_mask(lengths.to(src.device), src.size(1))  # (batch, src_len)
-        pack = self._use_packing(src.device)
-        last = (lengths.to(src.device) - 1).view(-1, 1, 1)  # (batch, 1, 1)
-        inputs = self.embedding_dropout(self.embedding(src))  # (batch, src_len, emb)
+        device = embedded.device
+        mask = lengths_to_mask(lengths.to(device), embedded.size(1))  # (batch, src_len)
+        pack = self._use_packing(device)
+        last = (lengths.to(device) - 1).view(-1, 1, 1)  # (batch, 1, 1)
+        inputs = self.embedding_dropout(embedded)  # (batch, src_len, emb)
         finals = []
         for index, directions in enumerate(self.layers):
             if index > 0:

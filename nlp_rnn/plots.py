@@ -9,11 +9,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from nlp_rnn.io import atomic_write  # noqa: E402
+from nlp_rnn.tokenization import readable_tokens  # noqa: E402
 
 
-def _save(figure: plt.Figure, path: str | Path) -> None:
+def _save(figure: Figure, path: str | Path) -> None:
     atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=120, bbox_inches="tight"))
     plt.close(figure)
 
@@ -54,11 +56,12 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], label_names: Sequence
     _save(figure, path)
 
 
-def attention_figure(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weights) -> plt.Figure:
+def attention_figure(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weights) -> Figure:
     """A heatmap of attention weights: target tokens (rows) x source tokens (columns).
 
-    ``weights`` is (len(tgt_tokens), len(src_tokens)), a tensor, an array or nested lists. Evaluation saves
-    it as PNG; the demo shows the same figure.
+    ``weights`` is (len(tgt_tokens), len(src_tokens)), a tensor, an array or nested lists. Subword marks
+    are shown readably (``readable_tokens``). Evaluation saves it as PNG; the demo shows the same figure.
+    The figure is not registered with pyplot, so threads can draw their own at the same time.
     """
     import numpy as np
 
@@ -67,10 +70,11 @@ def attention_figure(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weigh
         raise ValueError(f"weights of shape {matrix.shape} for {len(tgt_tokens)} x {len(src_tokens)} tokens")
     width = min(20.0, 1.5 + 0.45 * len(src_tokens))
     height = min(20.0, 1.2 + 0.4 * len(tgt_tokens))
-    figure, axis = plt.subplots(figsize=(width, height))
+    figure = Figure(figsize=(width, height))
+    axis = figure.subplots()
     axis.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    axis.set_xticks(range(len(src_tokens)), list(src_tokens), rotation=60, ha="right")
-    axis.set_yticks(range(len(tgt_tokens)), list(tgt_tokens))
+    axis.set_xticks(range(len(src_tokens)), readable_tokens(src_tokens), rotation=60, ha="right")
+    axis.set_yticks(range(len(tgt_tokens)), readable_tokens(tgt_tokens))
     axis.set(xlabel="source", ylabel="output")
     figure.tight_layout()
     return figure

@@ -21,7 +21,7 @@ from nlp_rnn.config import Config, ConfigError, config_from_dict, read_yaml
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import predict_logits
 from nlp_rnn.search import decode_dataset
-from nlp_rnn.tokenization import EOS_ID, PAD_ID, decode_ids, encode_texts
+from nlp_rnn.tokenization import EOS_ID, PAD_ID, decode_ids, encode_texts, truncate
 from nlp_rnn.translator import Translator
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,15 @@ class Prediction(TypedDict):
     label: str
     score: float  # probability of ``label``
     scores: dict[str, float]  # every class's probability
+
+
+class Explanation(TypedDict):
+    prediction: Prediction
+    method: str  # "attention" (pooling weights, sum to 1) or "gradient x input" (signed, toward the label)
+    tokens: list[str]  # the tokens the model read, after truncation
+    scores: list[float]  # one per token
+    spans: list[tuple[int, int]]  # each token's (start, end) character offsets in the original text
+    truncated: bool  # tokens were cut to the model's max length
 
 
 class SentimentPredictor:
@@ -73,14 +82,31 @@ class SentimentPredictor:
                                       scores=dict(zip(self.labels, row, strict=True))))
         return results
 
-    def token_weights(self, text: str) -> tuple[list[str], list[float] | None]:
-        """The text's tokens and, for attention pooling, the weight each received (else None)."""
-        ids = self.encode([text])[0]
+    def explain(self, text: str) -> Explanation:
+        """Which tokens drove the prediction for one text: attention-pooling weights when the model pools
+        with attention, else gradient x input toward the predicted label. Spans index into ``text``."""
+        data = self.config.data
+        encoding = self.tokenizer.encode(str(text), add_special_tokens=False)
+        kept = truncate(list(range(len(encoding.ids))), data.max_length, data.truncation, data.head_fraction)
+        if not kept:
+            raise NlpRnnError("the text has no tokens (empty or whitespace only)")
+        ids = [encoding.ids[i] for i in kept]
         batch = Collator(PAD_ID)([{"input_ids": ids}]).to(self.device)
         with torch.inference_mode():
-            _, weights = self.model.pool(batch)
-        tokens = [self.tokenizer.id_to_token(i) for i in ids]
-        return tokens, None if weights is None else weights[0].float().tolist()
+            pooled, weights = self.model.pool(batch)
+            probabilities = self.model.head(pooled).softmax(-1)[0].float()
+        best = int(probabilities.argmax())
+        if weights is not None:
+            method, scores = "attention", weights[0]
+        else:
+            labels = torch.tensor([best], device=self.device)
+            method, scores = "gradient x input", self.model.gradient_x_input(batch, labels)[0]
+        row = probabilities.tolist()
+        return Explanation(
+            prediction=Prediction(label=self.labels[best], score=row[best],
+                                  scores=dict(zip(self.labels, row, strict=True))),
+            method=method, tokens=[encoding.tokens[i] for i in kept], scores=scores.float().tolist(),
+            spans=[encoding.offsets[i] for i in kept], truncated=len(kept) < len(encoding.ids))
 
 
 class Candidate(TypedDict):

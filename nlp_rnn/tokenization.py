@@ -91,3 +91,19 @@ def decode_ids(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
     if EOS_ID in ids:
         ids = ids[: ids.index(EOS_ID)]
     return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def readable_tokens(tokens: Sequence[str]) -> list[str]:
+    """Subword tokens for plots: when the tokens use Metaspace's "▁" word marks, a word's first piece is
+    shown bare and its continuations as "##piece" (WordPiece's convention); other tokens are unchanged."""
+    if not any(t.startswith("\u2581") for t in tokens):
+        return list(tokens)
+    shown = []
+    for token in tokens:
+        if token in SPECIAL_TOKENS:
+            shown.append(token)
+        elif token.startswith("\u2581"):
+            shown.append(token[1:] or "\u2581")
+        else:
+            shown.append("##" + token)
+    return shown

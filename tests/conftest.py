@@ -42,3 +42,29 @@ def reversal_run(tmp_path_factory, reversal_data) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "reversal"
     train(reversal_config(reversal_data), run_dir)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def demo_module():
+    """demo/app.py imported as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "demo" / "app.py"
+    spec = importlib.util.spec_from_file_location("nlp_rnn_demo_app", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def demo_url(demo_module):
+    """The demo on the shipped models, served on a free loopback port for the whole session."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = demo_module.build_app()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()

@@ -1,10 +1,12 @@
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 import torch
 
 import nlp_rnn
 from nlp_rnn.batching import EncodedDataset
+from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.evaluation import predict_logits
 
 pytestmark = pytest.mark.slow
@@ -46,6 +48,38 @@ def test_empty_text_is_a_clear_error(tiny_run):
 
 def test_attention_weights_cover_the_tokens(tiny_run):
     predictor = nlp_rnn.load(tiny_run)
-    tokens, weights = predictor.token_weights("What a <br /> film!")
+    text = "What a <br /> film!"
+    explanation = predictor.explain(text)
+    assert explanation["method"] == "attention"  # the tiny model pools with attention
+    tokens, scores, spans = explanation["tokens"], explanation["scores"], explanation["spans"]
     assert "<" not in "".join(tokens)  # the HTML line break was normalised away
-    assert len(tokens) == len(weights) and sum(weights) == pytest.approx(1.0, abs=1e-5)
+    assert len(tokens) == len(scores) == len(spans) and sum(scores) == pytest.approx(1.0, abs=1e-5)
+    assert [text[a:b].lower() for a, b in spans] == tokens  # offsets point into the original text
+    assert explanation["prediction"] == predictor.predict([text])[0]
+
+
+def test_gradient_x_input_without_attention(tiny_run, tmp_path):
+    """Max-pooled models explain with gradient x input; it matches a finite difference of the logit."""
+    from nlp_rnn.batching import Collator
+
+    predictor = nlp_rnn.load(tiny_run)
+    model = SentimentClassifier(replace(predictor.config.model, pooling="max_mean"),
+                                predictor.tokenizer.get_vocab_size(), 2).eval()
+    predictor = type(predictor)(predictor.config, predictor.tokenizer, model, predictor.labels, tiny_run)
+    explanation = predictor.explain("a dull and boring film " * 200)
+    assert explanation["method"] == "gradient x input" and explanation["truncated"]
+    assert len(explanation["scores"]) == predictor.config.data.max_length
+    # Scaling one token's embedding by (1 + eps) changes the logit by about eps * its gradient x input.
+    ids = predictor.encode(["a dull and boring film"])[0]
+    batch = Collator(0)([{"input_ids": ids}])
+    label = torch.tensor([1])
+    attributions = model.gradient_x_input(batch, label)[0]
+    embedded = model.encoder.embedding(batch.input_ids).detach()
+    eps = 1e-3
+    with torch.no_grad():
+        base = model.head(model.pooling(model.encoder.encode_embedded(embedded, batch.lengths))[0])[0, 1]
+        scaled = embedded.clone()
+        scaled[0, 2] *= 1 + eps
+        moved = model.head(model.pooling(model.encoder.encode_embedded(scaled, batch.lengths))[0])[0, 1]
+    assert float(moved - base) / eps == pytest.approx(float(attributions[2]), rel=0.05, abs=1e-5)
+    assert not any(p.grad is not None for p in model.parameters())  # nothing written on the model

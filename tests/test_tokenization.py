@@ -103,3 +103,11 @@ def test_truncate_keeps_a_head_and_a_tail_within_max_length(length, max_length, 
     head = {"head": max_length, "tail": 0, "head_tail": round(max_length * head_fraction)}[strategy]
     assert kept[:head] == ids[:head]  # the first `head` ids ...
     assert kept[head:] == ids[length - (max_length - head) :]  # ... then the last ones, in order
+
+
+def test_readable_tokens_marks_word_continuations():
+    from nlp_rnn.tokenization import readable_tokens
+
+    assert readable_tokens(["\u2581Ein", "\u2581Mann", "\u2581spiel", "t", ".", "</s>"]) == \
+        ["Ein", "Mann", "spiel", "##t", "##.", "</s>"]
+    assert readable_tokens(["a", "man", "plays"]) == ["a", "man", "plays"]  # word-level: unchanged
