@@ -9,7 +9,7 @@ ifneq ($(SHARED_DATA),)
 export NLP_RNN_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install test test-fast demo lint clean sentiment-model translation-model
+.PHONY: install test test-fast demo screenshot load-test lint clean sentiment-model translation-model
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test-fast: install
 
 demo: install
 	$(BIN)/nlp-rnn demo
+
+# Refresh docs/demo.png and docs/demo-sentiment.png: the browser test, saving its screenshots into docs/.
+screenshot: install
+	NLP_RNN_SCREENSHOTS=docs $(BIN)/python -m pytest tests/test_demo_browser.py -p no:cacheprovider
 
 # Retrain, pack and score the shipped IMDB model (about 30 minutes on 2 CPU cores).
 sentiment-model: install

@@ -86,7 +86,7 @@ def classify(predictor, text: str) -> tuple[dict[str, float], list[tuple[str, fl
         how = "Highlighted by the model's attention-pooling weights (darker: weighed more)."
     else:
         how = (f"Highlighted by gradient x input toward **{label}**: red words pushed the model toward "
-               f"{label}, blue ones away from it.")
+               f"{label}, purple ones away from it.")
     notes = [how, notice]
     if explanation["truncated"]:
         notes.append(f"The model read {len(explanation['tokens'])} tokens (the start and end of the review); "

@@ -1,0 +1,154 @@
+"""The demo in a real browser: Debian's Chromium, headless, driven by Selenium.
+
+.ci/run installs the ``chromium`` and ``chromium-driver`` packages; without them this test fails in CI and
+is skipped (with the reason) elsewhere. ``make screenshot`` runs it with NLP_RNN_SCREENSHOTS=docs to refresh
+the README's screenshots.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,1000"]
+SET_TEXT = """
+const box = document.querySelector(arguments[0]);
+Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, "value").set.call(box, arguments[1]);
+box.dispatchEvent(new Event("input", {bubbles: true}));
+"""
+XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script> an awful film'
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        message = "needs Debian's chromium and chromium-driver packages (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))  # no driver download
+    yield driver
+    driver.quit()
+
+
+def wait_for(browser, condition, timeout=60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(lambda _: condition())
+
+
+def text_of(browser, selector):
+    from selenium.webdriver.common.by import By
+
+    found = browser.find_elements(By.CSS_SELECTOR, selector)
+    return found[0].text if found else ""
+
+
+def screenshot(browser, tmp_path, name):
+    """Every run saves its screenshots; NLP_RNN_SCREENSHOTS=DIR also writes them there (make screenshot)."""
+    browser.save_screenshot(str(tmp_path / name))
+    if os.environ.get("NLP_RNN_SCREENSHOTS"):
+        target = Path(os.environ["NLP_RNN_SCREENSHOTS"]) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / name, target)
+
+
+def classify(browser, text):
+    from selenium.webdriver.common.by import By
+
+    browser.execute_script(SET_TEXT, "#review textarea", text)
+    browser.find_element(By.ID, "classify").click()
+
+
+def test_sentiment_tab(browser, demo_url, tmp_path):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    browser.get(demo_url)
+    review = wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#review textarea"))
+    review.send_keys("A gorgeous, moving film. I loved every minute of it.")  # typed, key by key
+    browser.find_element(By.ID, "classify").click()
+    wait_for(browser, lambda: text_of(browser, "#sentiment [data-testid=label-output-value]") == "pos")
+    assert "loved" in text_of(browser, "#words")
+    assert "gradient x input" in text_of(browser, "#review-notice")
+    screenshot(browser, tmp_path, "demo-sentiment.png")
+
+    classify(browser, "Two hours of my life I will never get back. Wooden acting and a plot full of holes.")
+    wait_for(browser, lambda: text_of(browser, "#sentiment [data-testid=label-output-value]") == "neg")
+
+    classify(browser, XSS)  # shown as text, never run
+    wait_for(browser, lambda: "onerror" in text_of(browser, "#words"))
+    assert browser.execute_script("return window.__pwned") is None
+    assert not browser.find_elements(By.CSS_SELECTOR, "#words img, #words script")
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018
+
+    classify(browser, "terrible " * 120_000)  # about 1 MB
+    wait_for(browser, lambda: "Input cut to the first 5,000" in text_of(browser, "#review-notice"))
+
+    classify(browser, "فيلم رائع 😀🎬\x00\x07 great")  # right-to-left script, emoji, control characters
+    wait_for(browser, lambda: "رائع" in text_of(browser, "#words"))
+    assert "control character(s) removed" in text_of(browser, "#review-notice")
+
+    classify(browser, "   ")
+    wait_for(browser, lambda: "Please enter a review" in text_of(browser, "body"))
+    assert "Traceback" not in text_of(browser, "body")
+
+
+def test_translate_tab(browser, demo_url, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(demo_url)
+    tab = wait_for(browser, lambda: [t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                     if t.text == "Translate"])
+    tab[0].click()
+    source = wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#source textarea"))
+    source.send_keys("Ein Mann fährt Fahrrad.")
+    browser.find_element(By.ID, "translate").click()
+    english = browser.find_element(By.CSS_SELECTOR, "#english textarea")
+    wait_for(browser, lambda: english.get_property("value"))
+    assert "man" in english.get_property("value").lower()
+    candidates = "#nbest [role=gridcell][data-col='1']"  # the n-best table's translation column
+    wait_for(browser, lambda: len(browser.find_elements(By.CSS_SELECTOR, candidates)) == 3)
+    assert text_of(browser, candidates) == english.get_property("value")  # the best candidate first
+    image = wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#heatmap img"))
+    loaded = "return arguments[0].complete && arguments[0].naturalWidth"
+    wait_for(browser, lambda: browser.execute_script(loaded, image))  # the heatmap image really decoded
+    assert image.get_attribute("src").startswith("data:image/")
+    screenshot(browser, tmp_path, "demo.png")
+
+    example = [b for b in browser.find_elements(By.CSS_SELECTOR, "button")
+               if b.text.startswith("Eine Gruppe von Männern")]
+    example[0].click()  # an example sentence fills the box
+    wait_for(browser, lambda: source.get_property("value").startswith("Eine Gruppe von Männern"))
+    browser.find_element(By.ID, "translate").click()
+    wait_for(browser, lambda: "truck" in english.get_property("value"))
+
+    browser.execute_script(SET_TEXT, "#source textarea", "")
+    browser.find_element(By.ID, "translate").click()
+    wait_for(browser, lambda: "Please enter a German sentence" in text_of(browser, "body"))
+
+
+def test_models_tab(browser, demo_url):
+    from selenium.webdriver.common.by import By
+
+    browser.get(demo_url)
+    tab = wait_for(browser, lambda: [t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                     if t.text == "Models"])
+    tab[0].click()
+    wait_for(browser, lambda: "bentrevett/multi30k" in text_of(browser, "body"))
+    body = text_of(browser, "body")
+    assert "stanfordnlp/imdb" in body and "nlp-rnn train configs/" in body
