@@ -9,10 +9,12 @@ predictors are safe to call from several threads, and Gradio's queue bounds how 
 from __future__ import annotations
 
 import argparse
+import os
 import unicodedata
 from pathlib import Path
 
 import gradio as gr
+import torch
 
 import nlp_rnn
 from nlp_rnn.plots import attention_figure
@@ -23,7 +25,7 @@ DEFAULT_TRANSLATION = MODELS / "translate-de-en"
 MAX_REVIEW_CHARS = 5000
 MAX_SOURCE_CHARS = 1000
 MAX_BEAM = 10
-CONCURRENCY = 2  # model calls at once: the machines we size for have 2 cores
+CONCURRENCY = 2  # model calls at once, both tabs together: the machines we size for have 2 cores
 QUEUE_SIZE = 256  # waiting requests beyond this are refused with a message
 
 SENTIMENT_EXAMPLES = [  # positive, negative, mixed, sarcastic
@@ -149,9 +151,9 @@ def build_app(sentiment_dir: str | Path = DEFAULT_SENTIMENT,
                     words = gr.HighlightedText(label="Words that drove the decision", elem_id="words")
                     review_notice = gr.Markdown(elem_id="review-notice")
             classify_button.click(lambda text: classify(sentiment, text), review,
-                                  [probabilities, words, review_notice], api_name="classify")
+                                  [probabilities, words, review_notice], api_name="classify", concurrency_id="model")
             review.submit(lambda text: classify(sentiment, text), review,
-                          [probabilities, words, review_notice], api_name=False)
+                          [probabilities, words, review_notice], api_name=False, concurrency_id="model")
         with gr.Tab("Translate"):
             with gr.Row():
                 with gr.Column():
@@ -173,8 +175,10 @@ def build_app(sentiment_dir: str | Path = DEFAULT_SENTIMENT,
                     source_notice = gr.Markdown(elem_id="source-notice")
             inputs = [source, search, beam_size, n_best]
             outputs = [english, nbest, heatmap, source_notice]
-            translate_button.click(lambda *args: translate(translator, *args), inputs, outputs, api_name="translate")
-            source.submit(lambda *args: translate(translator, *args), inputs, outputs, api_name=False)
+            translate_button.click(lambda *args: translate(translator, *args), inputs, outputs, api_name="translate",
+                                   concurrency_id="model")
+            source.submit(lambda *args: translate(translator, *args), inputs, outputs, api_name=False,
+                          concurrency_id="model")
         with gr.Tab("Models"):
             for predictor in (sentiment, translator):
                 with gr.Accordion(Path(predictor.run_dir).name, open=True):
@@ -185,6 +189,8 @@ def build_app(sentiment_dir: str | Path = DEFAULT_SENTIMENT,
 
 def main(sentiment: str | None = None, translation: str | None = None, host: str = "127.0.0.1",
          port: int = 7860) -> None:
+    # Each of the CONCURRENCY model calls gets its share of the cores: oversubscribed threads only wait.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // CONCURRENCY))
     app = build_app(sentiment or DEFAULT_SENTIMENT, translation or DEFAULT_TRANSLATION)
     print(f"nlp-rnn demo on http://{host}:{port}", flush=True)
     app.launch(server_name=host, server_port=port, show_error=False)
