@@ -75,8 +75,8 @@ def main() -> int:
 
     reviews, german = inputs(args.seed)
     rng = random.Random(args.seed)
-    plan = [("translate", rng.choice(german)) if rng.random() < args.translate_share else ("classify", rng.choice(reviews))
-            for _ in range(args.requests)]
+    plan = [("translate", rng.choice(german)) if rng.random() < args.translate_share
+            else ("classify", rng.choice(reviews)) for _ in range(args.requests)]
     url = f"http://127.0.0.1:{args.port}/"
     server = subprocess.Popen([sys.executable, str(ROOT / "demo" / "app.py"), "--port", str(args.port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -130,7 +130,8 @@ def main() -> int:
         stats = {f"p{q}": round(percentile(latencies, q), 3) for q in (50, 95, 99)}
         errors = sum(1 for *_, error in rows if error)
         report[endpoint] = {"requests": len(rows), "errors": errors, **stats}
-        print(f"{endpoint:<10} {len(rows):>8} {stats['p50']:>7.2f} {stats['p95']:>7.2f} {stats['p99']:>7.2f} {errors:>6}")
+        print(f"{endpoint:<10} {len(rows):>8} {stats['p50']:>7.2f} {stats['p95']:>7.2f} {stats['p99']:>7.2f} "
+              f"{errors:>6}")
     for message in sorted({e for *_, e in results if e})[:5]:
         print("error:", message)
     if args.json:

@@ -108,3 +108,18 @@ def test_missing_config_file(tmp_path):
 def test_resume_may_only_change_how_the_run_executes(tiny_run):
     result = run_cli("train", "--resume", "--out", str(tiny_run), "--set", "model.hidden_size=3")
     assert_one_line_error(result, "model.hidden_size", "train.num_threads")
+
+
+def test_demo_with_a_bad_model_folder_is_one_line(tiny_run, tmp_path):
+    assert_one_line_error(run_cli("demo", "--translation", str(tmp_path / "missing")), "run folder not found")
+    assert_one_line_error(run_cli("demo", "--translation", str(tiny_run)), "not a translation run folder")
+
+
+def test_demo_on_a_port_in_use_is_one_line():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_one_line_error(run_cli("demo", "--port", str(port)), f"127.0.0.1:{port}")
