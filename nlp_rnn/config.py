@@ -56,7 +56,7 @@ class DataConfig:
     label_column: str = "label"  # classification
     source_column: str = "de"  # translation
     target_column: str = "en"  # translation
-    train_split: str = "train"
+    train_split: str = "train"  # several joined by "+", as the hub writes it: "train+unsupervised"
     validation_split: str | None = None  # None: carve validation_fraction of train with split_seed
     test_split: str | None = "test"  # None: carve test_fraction of train with split_seed
     validation_fraction: float = _bounded(0.1, 0.0, 0.5)
@@ -169,7 +169,7 @@ class TrainConfig:
 class Config:
     """A whole experiment; ``task`` picks the model family."""
 
-    task: str = _choice("classification", "classification", "translation")
+    task: str = _choice("classification", "classification", "translation", "language_model")
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig | TranslatorConfig = field(default_factory=ModelConfig)  # the class follows ``task``
@@ -184,11 +184,13 @@ class Config:
         """The validation metric that picks the best checkpoint (``train.metric``, ``auto`` resolved)."""
         if self.train.metric != "auto":
             return self.train.metric
-        return "bleu" if self.task == "translation" else "accuracy"
+        return {"translation": "bleu", "language_model": "loss"}.get(self.task, "accuracy")
 
 
-MODEL_CONFIGS = {"classification": ModelConfig, "translation": TranslatorConfig}
-TASK_METRICS = {"classification": ("auto", "accuracy", "macro_f1", "loss"), "translation": ("auto", "bleu", "loss")}
+# A language model pretrains the classifier's encoder (same ModelConfig; its pooling is not used).
+MODEL_CONFIGS = {"classification": ModelConfig, "translation": TranslatorConfig, "language_model": ModelConfig}
+TASK_METRICS = {"classification": ("auto", "accuracy", "macro_f1", "loss"), "translation": ("auto", "bleu", "loss"),
+                "language_model": ("auto", "loss")}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -277,6 +279,10 @@ def _semantic_checks(config: Config, errors: list[str]) -> None:
     if metrics and isinstance(config.train.metric, str) and config.train.metric not in metrics:
         errors.append(f"train.metric: {config.train.metric!r} does not apply to {config.task} "
                       f"(valid: {', '.join(metrics)})")
+    if (config.task == "language_model" and isinstance(model, ModelConfig) and model.bidirectional
+            and isinstance(model.num_layers, int) and model.num_layers > 1):
+        errors.append(f"model.num_layers: a bidirectional language model has 1 layer ({model.num_layers} given): "
+                      "a second layer would see both directions, so each would see the token it predicts")
     if isinstance(model, TranslatorConfig):
         sizes = (model.decoder_hidden_size, model.hidden_size)
         if model.attention == "luong_dot" and all(isinstance(n, int) for n in sizes) and sizes[0] != 2 * sizes[1]:

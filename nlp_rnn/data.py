@@ -94,20 +94,23 @@ def detokenize_ptb(text: str) -> str:
     return text.strip()
 
 
-def columns(config: DataConfig, task: str) -> tuple[str, str]:
-    """The two columns a task reads: (text, label) or (source, target)."""
+def columns(config: DataConfig, task: str) -> tuple[str, ...]:
+    """The columns a task reads: (text, label), (source, target), or (text,) for a language model."""
     if task == "translation":
         return config.source_column, config.target_column
+    if task == "language_model":
+        return (config.text_column,)
     return config.text_column, config.label_column
 
 
 def _clean(split: datasets.Dataset, config: DataConfig, name: str, task: str) -> datasets.Dataset:
-    """Keep the task's two columns; drop rows with missing/empty text, or without a label (-1, None)."""
-    first, second = columns(config, task)
-    for column in (first, second):
+    """Keep the task's columns; drop rows with missing/empty text, or without a label (-1, None)."""
+    wanted = columns(config, task)
+    for column in wanted:
         if column not in split.column_names:
             raise DataError(f"split {name!r} has no column {column!r} (columns: {', '.join(split.column_names)})")
-    split = split.select_columns([first, second])
+    split = split.select_columns(list(wanted))
+    first, second = (*wanted, None)[:2]
     before = len(split)
 
     def has_text(value) -> bool:
@@ -115,6 +118,8 @@ def _clean(split: datasets.Dataset, config: DataConfig, name: str, task: str) ->
 
     if task == "translation":
         split = split.filter(lambda row: has_text(row[first]) and has_text(row[second]))
+    elif task == "language_model":
+        split = split.filter(lambda row: has_text(row[first]))
     else:
         split = split.filter(lambda row: has_text(row[first]) and row[second] is not None and row[second] != -1)
     dropped = before - len(split)
@@ -140,11 +145,13 @@ def _carve(split: datasets.Dataset, fraction: float, seed: int) -> tuple[dataset
 def load_splits(config: DataConfig, task: str = "classification") -> Splits:
     """Train, validation and test; validation (and test) carved from train with a fixed seed when missing."""
     raw = load_raw(config.dataset, config.config_name)
-    wanted = [config.train_split, config.test_split, config.validation_split]
+    train_parts = config.train_split.split("+")
+    wanted = [*train_parts, config.test_split, config.validation_split]
     for name in filter(None, wanted):
         if name not in raw:
             raise DataError(f"dataset {config.dataset!r} has no split {name!r} (splits: {', '.join(raw)})")
-    train = raw[config.train_split]
+    train = datasets.concatenate_datasets([raw[name] for name in train_parts]) if len(train_parts) > 1 \
+        else raw[config.train_split]
     label_names = _label_names(train, config.label_column) if task == "classification" else []
     if config.test_split:
         test = raw[config.test_split]

@@ -201,6 +201,9 @@ def load(path: str | Path, device: str = "cpu") -> SentimentPredictor | Translat
     """Rebuild a trained model from its run folder (config.yaml, tokenizer file(s), model.safetensors)."""
     run_dir = Path(path)
     config = _read_config(run_dir)
+    if config.task == "language_model":
+        raise NlpRnnError(f"{run_dir}: a language-model run has no predictor; it pretrains an encoder: name it "
+                          "in a classifier config's train.init_from")
     tokenizers = load_tokenizers(config, run_dir)
     weights_path = run_dir / ckpt.WEIGHTS_FILE
     tensors, metadata = ckpt.load_weights(weights_path)

@@ -2,7 +2,8 @@
 
 A task loads and encodes its data, trains (or reuses) its tokenizers, builds its model, runs one training
 forward pass, scores the validation split and writes its extra files. ``make_task(config)`` picks one by
-``config.task``: :class:`ClassificationTask` (sentiment) or :class:`TranslationTask` (encoder-decoder).
+``config.task``: :class:`ClassificationTask` (sentiment), :class:`TranslationTask` (encoder-decoder) or
+:class:`LanguageModelTask` (pretraining the classifier's encoder on raw text).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.config import Config, TrainConfig
 from nlp_rnn.data import columns, load_splits
 from nlp_rnn.evaluation import autocast, evaluate_classifier, score_translations
+from nlp_rnn.language_model import BidirectionalLM
 from nlp_rnn.search import decode_dataset
 from nlp_rnn.tokenization import BOS_ID, EOS_ID, PAD_ID, decode_ids, encode_texts, train_tokenizer
 from nlp_rnn.translator import Translator
@@ -199,5 +201,73 @@ class TranslationTask:
                            run_dir / "attention" / f"validation_{index}.png")
 
 
+class LanguageModelTask:
+    """Raw text -> every token predicted from its left and from its right context (encoder pretraining)."""
+
+    logged = ("loss", "ppl", "accuracy")
+    kept = ("loss", "ppl", "accuracy", "predictions")
+
+    def __init__(self, config: Config, tokenizers: list[Tokenizer] | None = None) -> None:
+        self.config = config
+        data = config.data
+        splits = load_splits(data, "language_model")
+        self.tokenizer = tokenizers[0] if tokenizers else train_tokenizer(splits.train[data.text_column],
+                                                                          config.tokenizer)
+        self.tokenizers = [self.tokenizer]
+        self.train, self.validation = (self._encode(split[data.text_column]) for split in (splits.train,
+                                                                                           splits.validation))
+        self.collate = Collator(PAD_ID)
+
+    def _encode(self, texts: list[str]) -> EncodedDataset:
+        data = self.config.data
+        ids = encode_texts(self.tokenizer, texts, data.max_length, data.truncation, data.head_fraction)
+        return EncodedDataset([row for row in ids if len(row) >= 2])  # one token predicts nothing
+
+    def sampler(self, train: TrainConfig) -> BucketBatchSampler:
+        return BucketBatchSampler(self.train.lengths(), train.batch_size, train.max_tokens, shuffle=True,
+                                  bucket_size=train.bucket_size, seed=train.seed)
+
+    def build_model(self) -> nn.Module:
+        return BidirectionalLM(self.config.model, self.tokenizer.get_vocab_size(), PAD_ID)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"task": "language_model", "vocab_size": self.tokenizer.get_vocab_size()}
+
+    def forward(self, model: nn.Module, batch, step: int, total_steps: int) -> tuple[torch.Tensor, int, int]:
+        """Training loss, correctly predicted tokens (the adaptive softmax's argmax) and predictions made."""
+        states, targets = model.states_and_targets(batch)
+        loss = model.softmax(states, targets).loss
+        with torch.no_grad():
+            correct = int((model.softmax.predict(states.detach()) == targets).sum())
+        return loss, correct, len(targets)
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        """Mean negative log-likelihood per predicted token, perplexity and next-token accuracy."""
+        train = self.config.train
+        was_training = model.training
+        model.eval()
+        total, correct, count = 0.0, 0, 0
+        sampler = BucketBatchSampler(self.validation.lengths(), train.eval_batch_size, shuffle=False)
+        with torch.no_grad():
+            for indices in sampler:
+                batch = self.collate([self.validation[i] for i in indices]).to(device)
+                with autocast(device, train.amp):
+                    states, targets = model.states_and_targets(batch)
+                    loss = model.softmax(states, targets).loss
+                    correct += int((model.softmax.predict(states) == targets).sum())
+                total += float(loss) * len(targets)
+                count += len(targets)
+        model.train(was_training)
+        loss = total / max(1, count)
+        return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "accuracy": correct / max(1, count),
+                "predictions": count}
+
+    def after_training(self, model: nn.Module, run_dir: Path, device: torch.device) -> None:
+        pass
+
+
+TASKS = {"classification": ClassificationTask, "translation": TranslationTask, "language_model": LanguageModelTask}
+
+
 def make_task(config: Config, tokenizers: list[Tokenizer] | None = None):
-    return (TranslationTask if config.task == "translation" else ClassificationTask)(config, tokenizers)
+    return TASKS[config.task](config, tokenizers)
