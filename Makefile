@@ -9,7 +9,7 @@ ifneq ($(SHARED_DATA),)
 export NLP_RNN_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install test test-fast demo screenshot load-test lint clean sentiment-model translation-model
+.PHONY: install test test-fast demo screenshot load-test lint clean sentiment-model translation-model imdb-lm
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test-fast: install
 
 demo: install
 	$(BIN)/nlp-rnn demo
+
+# The demo under load: 50 concurrent clients, 500 requests over both tabs (figures in BENCHMARKS.md).
+load-test: install
+	$(BIN)/python bench/demo_load.py --clients 50 --requests 500
 
 # Refresh docs/demo.png and docs/demo-sentiment.png: the browser test, saving its screenshots into docs/.
 screenshot: install
@@ -53,3 +57,7 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# The IMDB language model that sentiment/*_from_lm.yaml fine-tune (about 1 hour on 2 CPU cores; not shipped).
+imdb-lm: install
+	$(BIN)/nlp-rnn train configs/pretraining/imdb_bilm.yaml --out runs/imdb_bilm

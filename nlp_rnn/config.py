@@ -155,6 +155,9 @@ class TrainConfig:
     teacher_forcing_schedule: str = _choice("constant", "constant", "linear", "inverse_sigmoid")
     teacher_forcing_final: float = _bounded(0.5, 0.0, 1.0)  # linear: ratio reached at the last step
     teacher_forcing_k: float = _bounded(1000.0, 1.0)  # inverse_sigmoid: k / (k + exp(step / k))
+    # Language models: the share of each batch's predictions the training loss uses, drawn at random every step
+    # (the encoder still reads every token; validation scores all). The softmax dominates a CPU step.
+    lm_loss_fraction: float = _bounded(1.0, 0.01, 1.0)
     patience: int | None = _bounded(3, 1)  # epochs without improvement before stopping; null: never
     eval_batch_size: int = _bounded(256, 1)
     log_every: int = _bounded(50, 1)  # steps between log.jsonl records

@@ -28,7 +28,9 @@ def test_config_trains_shrunk(path, tmp_path):
     assert (tmp_path / path.stem / "model.safetensors").is_file()
 
 
-TRANSFER = [p for p in CONFIGS if load_config(p).train.init_from]
+TRANSFER = [p for p in CONFIGS if (load_config(p).train.init_from or "runs/").split("/")[0] != "runs"]
+FROM_LM = [p for p in CONFIGS if load_config(p).train.init_from == "runs/imdb_bilm"]
+LM_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pretraining" / "imdb_bilm.yaml"
 
 
 @pytest.mark.parametrize("path", TRANSFER, ids=[p.stem for p in TRANSFER])
@@ -46,3 +48,12 @@ def test_transfer_config_starts_from_the_shipped_model(path, tmp_path, monkeypat
     own = trainer.model.state_dict()
     encoder = [k for k in source if k.startswith("encoder.")]
     assert encoder and all(torch.equal(own[k], source[k].float()) for k in encoder)
+
+
+@pytest.mark.parametrize("path", FROM_LM, ids=[p.stem for p in FROM_LM])
+def test_configs_from_the_language_model_match_its_encoder(path):
+    """runs/imdb_bilm is trained, not shipped (``make imdb-lm``): its config must build the same encoder."""
+    config, lm = load_config(path), load_config(LM_CONFIG)
+    for key in ("cell", "embedding_dim", "hidden_size", "num_layers", "bidirectional"):
+        assert getattr(config.model, key) == getattr(lm.model, key), key
+    assert FROM_LM

@@ -13,6 +13,7 @@ from nlp_rnn.data import load_splits
 from nlp_rnn.language_model import BidirectionalLM, adaptive_cutoffs
 from tests.tiny import tiny_config
 
+
 def lm_config(**sections):
     updates = {"data": {"train_split": "train+unsupervised", "max_train_examples": 512},
                "model": {"pooling": "max"}, **sections}
@@ -83,7 +84,7 @@ def test_pretrain_then_fine_tune_a_classifier(tmp_path):
     from nlp_rnn.training import train
 
     lm_dir = tmp_path / "lm"
-    metrics = train(lm_config(train={"epochs": 2, "lr": 5e-3}), lm_dir)
+    metrics = train(lm_config(train={"epochs": 2, "lr": 5e-3, "lm_loss_fraction": 0.5}), lm_dir)
     records = [json.loads(line) for line in (lm_dir / ckpt.LOG_FILE).read_text().splitlines()]
     perplexities = [r["val_ppl"] for r in records if r["kind"] == "epoch"]
     assert perplexities[1] < perplexities[0] and perplexities[1] < 2000 / 2  # learning; below a uniform guess
