@@ -20,18 +20,7 @@ class SentimentClassifier(SummaryMixin, nn.Module):
         self.config = config
         self.num_labels = num_labels
         self.label_smoothing = label_smoothing
-        self.encoder = RecurrentEncoder(
-            vocab_size,
-            config.embedding_dim,
-            config.hidden_size,
-            cell=config.cell,
-            num_layers=config.num_layers,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout,
-            embedding_dropout=config.embedding_dropout,
-            pad_id=pad_id,
-            packed=config.packed,
-        )
+        self.encoder = RecurrentEncoder.from_config(config, vocab_size, pad_id)
         self.pooling = Pooling(config.pooling, self.encoder.output_size, self.encoder.num_directions)
         self.dropout = nn.Dropout(config.output_dropout)
         self.head = nn.Linear(self.pooling.output_size, num_labels)

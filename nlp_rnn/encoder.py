@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nlp_rnn.cells import FUSED_CELLS, make_sequence_layer
+from nlp_rnn.config import ModelConfig
 
 
 class EncoderOutput(NamedTuple):
@@ -73,6 +74,13 @@ class RecurrentEncoder(nn.Module):
             input_size = embedding_dim if layer == 0 else self.output_size
             directions = [make_sequence_layer(cell, input_size, hidden_size) for _ in range(self.num_directions)]
             self.layers.append(nn.ModuleList(directions))
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, vocab_size: int, pad_id: int = 0) -> RecurrentEncoder:
+        """The encoder a ``model`` section describes (the classifier's, and the language model that pretrains it)."""
+        return cls(vocab_size, config.embedding_dim, config.hidden_size, cell=config.cell,
+                   num_layers=config.num_layers, bidirectional=config.bidirectional, dropout=config.dropout,
+                   embedding_dropout=config.embedding_dropout, pad_id=pad_id, packed=config.packed)
 
     def _use_packing(self, device: torch.device) -> bool:
         if self.cell not in FUSED_CELLS or self.packed == "never":

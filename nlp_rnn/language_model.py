@@ -35,18 +35,7 @@ class BidirectionalLM(SummaryMixin, nn.Module):
         if config.bidirectional and config.num_layers > 1:
             raise ValueError("a bidirectional language model has one layer")
         self.config = config
-        self.encoder = RecurrentEncoder(
-            vocab_size,
-            config.embedding_dim,
-            config.hidden_size,
-            cell=config.cell,
-            num_layers=config.num_layers,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout,
-            embedding_dropout=config.embedding_dropout,
-            pad_id=pad_id,
-            packed=config.packed,
-        )
+        self.encoder = RecurrentEncoder.from_config(config, vocab_size, pad_id)
         self.dropout = nn.Dropout(config.output_dropout)
         self.softmax = nn.AdaptiveLogSoftmaxWithLoss(config.hidden_size, vocab_size, adaptive_cutoffs(vocab_size),
                                                      div_value=4.0)
