@@ -9,7 +9,7 @@ ifneq ($(SHARED_DATA),)
 export NLP_RNN_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install test test-fast demo screenshot load-test lint clean sentiment-model translation-model imdb-lm
+.PHONY: install test test-fast demo screenshot load-test lint clean sentiment-model translation-model imdb-lm sst2-lm rt-lm
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,3 +61,14 @@ clean:
 # The IMDB language model that sentiment/*_from_lm.yaml fine-tune (about 1 hour on 2 CPU cores; not shipped).
 imdb-lm: install
 	$(BIN)/nlp-rnn train configs/pretraining/imdb_bilm.yaml --out runs/imdb_bilm
+
+# ULMFiT's second stage: that language model fine-tuned on SST-2's training text, which
+# sentiment/sst2_from_sst2_lm.yaml starts from (about 7 minutes after imdb-lm).
+sst2-lm: install
+	test -f runs/imdb_bilm/model.safetensors || $(MAKE) imdb-lm
+	$(BIN)/nlp-rnn train configs/pretraining/sst2_bilm.yaml --out runs/sst2_bilm
+
+# The same second stage on rotten_tomatoes' training text, for sentiment/rotten_tomatoes_from_rt_lm.yaml.
+rt-lm: install
+	test -f runs/imdb_bilm/model.safetensors || $(MAKE) imdb-lm
+	$(BIN)/nlp-rnn train configs/pretraining/rotten_tomatoes_bilm.yaml --out runs/rotten_tomatoes_bilm

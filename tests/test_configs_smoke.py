@@ -29,8 +29,9 @@ def test_config_trains_shrunk(path, tmp_path):
 
 
 TRANSFER = [p for p in CONFIGS if (load_config(p).train.init_from or "runs/").split("/")[0] != "runs"]
-FROM_LM = [p for p in CONFIGS if load_config(p).train.init_from == "runs/imdb_bilm"]
-LM_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pretraining" / "imdb_bilm.yaml"
+PRETRAINING = Path(__file__).resolve().parent.parent / "configs" / "pretraining"
+# configs that start from a language model run: runs/<name> is made by configs/pretraining/<name>.yaml
+FROM_LM = [p for p in CONFIGS if (PRETRAINING / f"{Path(load_config(p).train.init_from or '-').name}.yaml").is_file()]
 
 
 @pytest.mark.parametrize("path", TRANSFER, ids=[p.stem for p in TRANSFER])
@@ -51,9 +52,16 @@ def test_transfer_config_starts_from_the_shipped_model(path, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("path", FROM_LM, ids=[p.stem for p in FROM_LM])
-def test_configs_from_the_language_model_match_its_encoder(path):
-    """runs/imdb_bilm is trained, not shipped (``make imdb-lm``): its config must build the same encoder."""
-    config, lm = load_config(path), load_config(LM_CONFIG)
+def test_configs_from_a_language_model_match_its_encoder(path):
+    """Language model runs are trained, not shipped (``make imdb-lm``, ``make sst2-lm``): a config that starts
+    from one must build the same encoder as the config that makes it."""
+    config = load_config(path)
+    lm = load_config(PRETRAINING / f"{Path(config.train.init_from).name}.yaml")
     for key in ("cell", "embedding_dim", "hidden_size", "num_layers", "bidirectional"):
         assert getattr(config.model, key) == getattr(lm.model, key), key
-    assert FROM_LM
+
+
+def test_language_model_chains_are_covered():
+    names = {p.stem for p in FROM_LM}
+    assert {"sst2_from_lm", "rotten_tomatoes_from_lm", "sst2_bilm", "sst2_from_sst2_lm", "rotten_tomatoes_bilm",
+            "rotten_tomatoes_from_rt_lm"} <= names, names
