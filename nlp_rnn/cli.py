@@ -1,4 +1,6 @@
-"""``nlp-rnn train | evaluate | predict | demo``. Errors the user can fix print one line, never a traceback."""
+"""``nlp-rnn train | evaluate | predict | pack | export | demo``.
+
+Errors the user can fix print one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -164,6 +166,16 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from nlp_rnn.export import export_run
+
+    written = export_run(args.run_dir, args.out, args.format, args.opset, args.force)
+    size = sum(p.stat().st_size for p in written)
+    print(f"exported {args.run_dir} to {written[0].parent} ({size / 1e6:.1f} MB): "
+          + ", ".join(p.name for p in written))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import importlib.util
 
@@ -219,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
     pack.add_argument("--force", action="store_true", help="replace OUT if it exists")
     pack.set_defaults(run=_pack)
+
+    export = commands.add_parser("export", help="export a run folder's model for other runtimes (ONNX)")
+    export.add_argument("run_dir")
+    export.add_argument("--format", default="onnx", help="onnx (the only format so far)")
+    export.add_argument("--out", help="folder for the graphs, config and tokenizer (default: RUN_DIR/onnx)")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    export.add_argument("--force", action="store_true", help="overwrite files in a non-empty --out")
+    export.set_defaults(run=_export)
 
     demo = commands.add_parser("demo", help="serve the Gradio web demo")
     demo.add_argument("--sentiment", default=None, help="sentiment run folder (default: demo/models/sentiment-imdb)")

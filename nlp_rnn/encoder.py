@@ -101,7 +101,7 @@ class RecurrentEncoder(nn.Module):
 
     def encode_embedded(self, embedded: Tensor, lengths: Tensor) -> EncoderOutput:
         """The same from embeddings (batch, src_len, emb); attributions take gradients with respect to them."""
-        if bool((lengths < 1).any()):
+        if not torch.jit.is_tracing() and bool((lengths < 1).any()):  # (ONNX export traces: no data branch)
             raise ValueError("every sequence needs at least one token")
         device = embedded.device
         mask = lengths_to_mask(lengths.to(device), embedded.size(1))  # (batch, src_len)

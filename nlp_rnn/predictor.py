@@ -21,7 +21,7 @@ from nlp_rnn.config import Config, ConfigError, config_from_dict, read_yaml
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import predict_logits
 from nlp_rnn.search import decode_dataset
-from nlp_rnn.tokenization import EOS_ID, PAD_ID, decode_ids, encode_texts, truncate
+from nlp_rnn.tokenization import PAD_ID, decode_ids, encode_sources, encode_texts, require_tokens, truncate
 from nlp_rnn.translator import Translator
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,7 @@ class SentimentPredictor:
         data = self.config.data
         ids = encode_texts(self.tokenizer, [str(t) for t in texts], data.max_length, data.truncation,
                            data.head_fraction)
-        empty = [i for i, row in enumerate(ids) if not row]
-        if empty:
-            raise NlpRnnError(f"text {empty[0]} has no tokens (empty or whitespace only)")
+        require_tokens(ids)
         return ids
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
@@ -139,14 +137,10 @@ class TranslationPredictor:
         if isinstance(texts, str):
             raise TypeError("translate takes a list of texts; wrap a single text in a list")
         limit = self.config.data.max_length
-        full = encode_texts(self.src_tokenizer, [str(t) for t in texts], 10**9, "head")
-        empty = [i for i, ids in enumerate(full) if not ids]
-        if empty:
-            raise NlpRnnError(f"text {empty[0]} has no tokens (empty or whitespace only)")
-        truncated = [len(ids) > limit for ids in full]
+        sources, truncated = encode_sources(self.src_tokenizer, [str(t) for t in texts], limit)
         if any(truncated):
             log.warning("%d input(s) longer than %d tokens were cut to fit the model", sum(truncated), limit)
-        return [ids[:limit] + [EOS_ID] for ids in full], truncated
+        return sources, truncated
 
     def translate(self, texts: list[str], beam_size: int | None = None, n_best: int = 1,
                   return_attention: bool = False, length_penalty: float | None = None,

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from nlp_rnn.config import TokenizerConfig
+from nlp_rnn.errors import NlpRnnError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
@@ -83,6 +84,20 @@ def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, st
     """Batch-encode and truncate; no special tokens are added."""
     encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
     return [truncate(e.ids, max_length, strategy, head_fraction) for e in encodings]
+
+
+def require_tokens(ids: Sequence[Sequence[int]]) -> None:
+    """One clear error for the first text that encodes to nothing."""
+    empty = [i for i, row in enumerate(ids) if not row]
+    if empty:
+        raise NlpRnnError(f"text {empty[0]} has no tokens (empty or whitespace only)")
+
+
+def encode_sources(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list[bool]]:
+    """Translation sources: ids cut to ``max_length`` tokens, then ``</s>``; and whether each was cut."""
+    full = encode_texts(tokenizer, texts, 10**9, "head")
+    require_tokens(full)
+    return [ids[:max_length] + [EOS_ID] for ids in full], [len(ids) > max_length for ids in full]
 
 
 def decode_ids(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
