@@ -186,7 +186,8 @@ def _demo(args: argparse.Namespace) -> int:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     try:
-        module.main(sentiment=args.sentiment, translation=args.translation, host=args.host, port=args.port)
+        module.main(sentiment=args.sentiment, translation=args.translation, host=args.host, port=args.port,
+                    quantize=args.quantize)
     except OSError as err:  # e.g. the port is taken
         raise NlpRnnError(f"cannot serve the demo on {args.host}:{args.port}: {err}") from None
     return 0
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="translation run folder (default: demo/models/translate-de-en)")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--quantize", action="store_true", help="run both models with dynamic int8 quantization")
     demo.set_defaults(run=_demo)
     return parser
 

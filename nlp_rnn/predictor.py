@@ -7,6 +7,7 @@ A classification run gives a :class:`SentimentPredictor` (``.predict(texts)``), 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import TypedDict
 
@@ -46,10 +47,12 @@ class SentimentPredictor:
     """A trained classifier with its tokenizer; thread-safe for concurrent ``predict`` calls."""
 
     def __init__(self, config: Config, tokenizer: Tokenizer, model: torch.nn.Module, labels: list[str],
-                 run_dir: Path) -> None:
+                 run_dir: Path, explain_model: torch.nn.Module | None = None) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.model = model.eval()
+        # gradient x input needs gradients through the encoder, which int8 kernels do not give: a float copy
+        self.explain_model = (explain_model or model).eval()
         self.labels = labels
         self.run_dir = run_dir
         self.device = next(model.parameters()).device
@@ -90,15 +93,16 @@ class SentimentPredictor:
             raise NlpRnnError("the text has no tokens (empty or whitespace only)")
         ids = [encoding.ids[i] for i in kept]
         batch = Collator(PAD_ID)([{"input_ids": ids}]).to(self.device)
+        model = self.explain_model
         with torch.inference_mode():
-            pooled, weights = self.model.pool(batch)
-            probabilities = self.model.head(pooled).softmax(-1)[0].float()
+            pooled, weights = model.pool(batch)
+            probabilities = model.head(pooled).softmax(-1)[0].float()
         best = int(probabilities.argmax())
         if weights is not None:
             method, scores = "attention", weights[0]
         else:
             labels = torch.tensor([best], device=self.device)
-            method, scores = "gradient x input", self.model.gradient_x_input(batch, labels)[0]
+            method, scores = "gradient x input", model.gradient_x_input(batch, labels)[0]
         row = probabilities.tolist()
         return Explanation(
             prediction=Prediction(label=self.labels[best], score=row[best],
@@ -191,9 +195,24 @@ def _check_vocab(tokenizer: Tokenizer, expected: int | None, name: str, run_dir:
                           f"({ckpt.WEIGHTS_FILE}); the tokenizer is from another run")
 
 
-def load(path: str | Path, device: str = "cpu") -> SentimentPredictor | TranslationPredictor:
-    """Rebuild a trained model from its run folder (config.yaml, tokenizer file(s), model.safetensors)."""
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy with dynamic int8 quantization (weights int8, activations quantized on the fly) of every
+    ``nn.LSTM``, ``nn.GRU`` and ``nn.Linear``: ``torch.ao.quantization.quantize_dynamic``, CPU only. Custom
+    cells and embeddings stay float32."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+        return quantize_dynamic(model.float(), {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
+
+
+def load(path: str | Path, device: str = "cpu", quantize: bool = False) -> SentimentPredictor | TranslationPredictor:
+    """Rebuild a trained model from its run folder (config.yaml, tokenizer file(s), model.safetensors).
+
+    ``quantize=True`` runs it with dynamic int8 quantization (:func:`quantize_int8`; CPU only)."""
     run_dir = Path(path)
+    if quantize and torch.device(device).type != "cpu":
+        raise NlpRnnError(f"quantize=True runs on the CPU (dynamic int8 kernels), not on {device}")
     config = _read_config(run_dir)
     if config.task == "language_model":
         raise NlpRnnError(f"{run_dir}: a language-model run has no predictor; it pretrains an encoder: name it "
@@ -207,7 +226,8 @@ def load(path: str | Path, device: str = "cpu") -> SentimentPredictor | Translat
         _check_vocab(tokenizers[-1], metadata.get("tgt_vocab_size"), names[-1], run_dir)
         model = Translator(config.model, tokenizers[0].get_vocab_size(), tokenizers[-1].get_vocab_size(), PAD_ID)
         ckpt.load_into(model, tensors, weights_path)
-        return TranslationPredictor(config, tokenizers, model.to(device), run_dir)
+        return TranslationPredictor(config, tokenizers, quantize_int8(model) if quantize else model.to(device),
+                                    run_dir)
     labels = metadata.get("labels")
     if not labels:
         raise NlpRnnError(f"{weights_path}: no label names in the file's metadata")
@@ -215,4 +235,6 @@ def load(path: str | Path, device: str = "cpu") -> SentimentPredictor | Translat
     _check_vocab(tokenizer, metadata.get("vocab_size"), ckpt.TOKENIZER_FILE, run_dir)
     model = SentimentClassifier(config.model, tokenizer.get_vocab_size(), len(labels), PAD_ID)
     ckpt.load_into(model, tensors, weights_path)
+    if quantize:
+        return SentimentPredictor(config, tokenizer, quantize_int8(model), list(labels), run_dir, explain_model=model)
     return SentimentPredictor(config, tokenizer, model.to(device), list(labels), run_dir)

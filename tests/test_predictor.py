@@ -83,3 +83,34 @@ def test_gradient_x_input_without_attention(tiny_run, tmp_path):
         moved = model.head(model.pooling(model.encoder.encode_embedded(scaled, batch.lengths))[0])[0, 1]
     assert float(moved - base) / eps == pytest.approx(float(attributions[2]), rel=0.05, abs=1e-5)
     assert not any(p.grad is not None for p in model.parameters())  # nothing written on the model
+
+
+def test_quantized_classifier_is_int8_and_still_explains(tiny_run, tmp_path):
+    from torch.ao.nn.quantized.dynamic import LSTM as QuantizedLSTM
+
+    from nlp_rnn.predictor import quantize_int8
+
+    texts = ["A wonderful, moving film.", "Dull and far too long.", "I laughed, I cried, I left happy."] * 3
+    full = nlp_rnn.load(tiny_run)
+    quantized = nlp_rnn.load(tiny_run, quantize=True)
+    assert isinstance(quantized.model.encoder.layers[0][0], QuantizedLSTM)
+    assert not isinstance(full.model.encoder.layers[0][0], QuantizedLSTM)  # a copy: the float model is kept
+    difference = (quantized.predict_proba(texts) - full.predict_proba(texts)).abs().max()
+    assert 0 < difference < 0.05  # int8 arithmetic, close to float
+    # max-pooled: explain needs gradients through the encoder, so it uses the float copy
+    model = SentimentClassifier(replace(full.config.model, pooling="max_mean"), full.tokenizer.get_vocab_size(), 2)
+    predictor = type(full)(full.config, full.tokenizer, quantize_int8(model), full.labels, tiny_run,
+                           explain_model=model)
+    explanation = predictor.explain("a dull and boring film")
+    assert explanation["method"] == "gradient x input" and any(s != 0 for s in explanation["scores"])
+
+
+def test_quantized_translator_translates_like_float(reversal_run):
+    texts = ["1 2 3", "9 8 7 6 5 4 3", "4 4 0 1", "5"]
+    full = [t["translation"] for t in nlp_rnn.load(reversal_run).translate(texts, beam_size=3)]
+    assert [t["translation"] for t in nlp_rnn.load(reversal_run, quantize=True).translate(texts)] == full
+
+
+def test_quantize_is_cpu_only(tiny_run):
+    with pytest.raises(nlp_rnn.NlpRnnError, match="CPU"):
+        nlp_rnn.load(tiny_run, device="cuda", quantize=True)
