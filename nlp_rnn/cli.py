@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -20,6 +21,7 @@ RESUME_OVERRIDES = {"train.num_threads", "train.progress", "train.device"}
 
 def _train(args: argparse.Namespace) -> int:
     from nlp_rnn.config import load_config
+    from nlp_rnn.distributed import context_from_env
     from nlp_rnn.training import train
 
     if args.resume:
@@ -36,9 +38,15 @@ def _train(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "command.txt", "a", encoding="utf-8") as handle:  # how this run was made, for its model card
-        handle.write(shlex.join(["nlp-rnn", *sys.argv[1:]]) + "\n")
+    main_process = context_from_env().is_main  # under torchrun only rank 0 writes and reports
+    if main_process:
+        with open(out / "command.txt", "a", encoding="utf-8") as handle:  # how this run was made, for its card
+            launcher = ["torchrun", f"--nproc_per_node={context_from_env().world_size}", "-m", "nlp_rnn"] \
+                if context_from_env().enabled else ["nlp-rnn"]
+            handle.write(shlex.join([*launcher, *sys.argv[1:]]) + "\n")
     metrics = train(config, out, resume=args.resume, overrides=args.set if args.resume else None)
+    if not main_process:
+        return 0
     validation = metrics["validation"]
     scores = ", ".join(f"{name} {validation[name]:.4f}" for name in ("accuracy", "macro_f1", "bleu", "loss")
                        if name in validation)
@@ -254,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    quiet = os.environ.get("RANK", "0") != "0"  # torchrun's other ranks: warnings only
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
     try:

@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from nlp_rnn import checkpoint as ckpt
+from nlp_rnn import distributed
 from nlp_rnn.checkpoint import load_tokenizers, tokenizer_files
 from nlp_rnn.config import Config, TrainConfig, load_config, save_config
 from nlp_rnn.errors import NlpRnnError
@@ -114,6 +116,7 @@ class Trainer:
                  on_step: Callable[[int], None] | None = None, overrides: list[str] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.on_step = on_step
+        self.dist = distributed.context_from_env()  # one process, or this rank of a torchrun job
         state_path = self.run_dir / ckpt.STATE_FILE
         self.state: dict[str, Any] | None = None
         if resume:
@@ -128,6 +131,10 @@ class Trainer:
             torch.set_num_threads(train.num_threads)
         seed_everything(train.seed)
         self.device = select_device(train.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        distributed.setup(self.dist, self.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
         tokenizers = None
@@ -136,7 +143,7 @@ class Trainer:
         elif train.init_from:
             tokenizers = _init_tokenizers(config, Path(train.init_from))
         self.task = make_task(config, tokenizers)
-        if not resume:
+        if not resume and self.dist.is_main:
             save_config(config, self.run_dir / ckpt.CONFIG_FILE)
             for name, tokenizer in zip(tokenizer_files(config), self.task.tokenizers, strict=True):
                 atomic_write(self.run_dir / name, lambda temp, tokenizer=tokenizer: tokenizer.save(temp))
@@ -151,8 +158,17 @@ class Trainer:
                 if isinstance(module, torch.nn.Embedding):
                     module.weight.requires_grad_(False)  # a tied output layer shares it: frozen too
         self.model.to(self.device)
+        self.step_module = _TaskStep(self.task, self.model)
+        if self.dist.enabled:
+            torch.manual_seed(train.seed + self.dist.rank)  # each rank its own dropout masks
+            # An LM step scores a random share of predictions, so a rare-word cluster may go unused.
+            self.step_module = torch.nn.parallel.DistributedDataParallel(
+                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=config.task == "language_model")
         self.optimizer = torch.optim.AdamW(_parameter_groups(self.model, train.weight_decay), lr=train.lr)
-        self.sampler = self.task.sampler(train)
+        world = self.dist.world_size  # every rank cuts the same global batches, then takes its share
+        self.sampler = self.task.sampler(replace(train, batch_size=train.batch_size * world,
+                                                 max_tokens=train.max_tokens and train.max_tokens * world))
         self.steps_per_epoch = len(self.sampler.batches())
         self.scheduler = _make_scheduler(self.optimizer, train, self.steps_per_epoch * train.epochs, config.metric)
         self.progress = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": None, "bad_epochs": 0,
@@ -163,6 +179,8 @@ class Trainer:
     # -- state --------------------------------------------------------------------------------------
 
     def _save_state(self) -> None:
+        if not self.dist.is_main:
+            return
         state = {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
@@ -180,12 +198,14 @@ class Trainer:
         _set_rng_state(state["rng"])
         # Drop log records written after the checkpoint: they will be written again.
         log_path = self.run_dir / ckpt.LOG_FILE
-        if log_path.exists():
+        if log_path.exists() and self.dist.is_main:
             records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line]
             kept = [r for r in records if r["step"] <= self.progress["step"]]
             atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / ckpt.LOG_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -196,8 +216,7 @@ class Trainer:
         train = self.config.train
         batch = batch.to(self.device)
         with autocast(self.device, train.amp):
-            loss, correct, count = self.task.forward(self.model, batch, self.progress["step"],
-                                                     self.steps_per_epoch * train.epochs)
+            loss, correct, count = self.step_module(batch, self.progress["step"], self.steps_per_epoch * train.epochs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = train.clip_norm if train.clip_norm is not None else float("inf")
@@ -211,7 +230,8 @@ class Trainer:
         """Validate, keep the best weights, step the plateau schedule; True when training should stop."""
         train = self.config.train
         progress = self.progress
-        report = self.task.evaluate(self.model, self.device)
+        report = self.task.evaluate(self.model, self.device) if self.dist.is_main else None
+        report = distributed.from_main(report, self.dist)  # every rank decides alike
         metric = self.config.metric
         sums = progress["sums"]
         value = report[metric]
@@ -224,8 +244,9 @@ class Trainer:
         log.info("epoch %d: val %s %.4f", epoch + 1, metric, value)
         if _improved(value, progress["best"], metric):
             progress.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
-            ckpt.save_weights(self.run_dir / ckpt.WEIGHTS_FILE, self.model, self.task.metadata())
-            ckpt.write_json(self.run_dir / ckpt.METRICS_FILE, self._metrics(report))
+            if self.dist.is_main:
+                ckpt.save_weights(self.run_dir / ckpt.WEIGHTS_FILE, self.model, self.task.metadata())
+                ckpt.write_json(self.run_dir / ckpt.METRICS_FILE, self._metrics(report))
         else:
             progress["bad_epochs"] += 1
         if train.schedule == "plateau":
@@ -259,12 +280,16 @@ class Trainer:
             if not self._in_step:  # between steps the state is consistent: save it
                 self._save_state()
             where = "the last checkpoint" if self._in_step else f"step {progress['step']}"
+            launcher = (f"torchrun --nproc_per_node {self.dist.world_size} -m nlp_rnn" if self.dist.enabled
+                        else "nlp-rnn")
             raise TrainingInterrupted(f"training interrupted; continue from {where} with: "
-                                      f"nlp-rnn train --resume --out {self.run_dir}") from None
-        records = [json.loads(line) for line in (self.run_dir / ckpt.LOG_FILE).read_text().splitlines() if line]
-        plot_learning_curve(records, self.run_dir / "learning_curve.png", self.task.logged[-1]
-                            if self.config.metric == "loss" else self.config.metric)
-        self.task.after_training(self.model, self.run_dir, self.device)
+                                      f"{launcher} train --resume --out {self.run_dir}") from None
+        if self.dist.is_main:
+            records = [json.loads(line) for line in (self.run_dir / ckpt.LOG_FILE).read_text().splitlines() if line]
+            plot_learning_curve(records, self.run_dir / "learning_curve.png", self.task.logged[-1]
+                                if self.config.metric == "loss" else self.config.metric)
+            self.task.after_training(self.model, self.run_dir, self.device)
+        distributed.barrier(self.dist)  # metrics.json is written
         return json.loads((self.run_dir / ckpt.METRICS_FILE).read_text(encoding="utf-8"))
 
     def _run_epoch(self, epoch: int) -> bool:
@@ -272,15 +297,24 @@ class Trainer:
         progress = self.progress
         self.model.train()
         bar = tqdm(total=self.steps_per_epoch, initial=progress["batch"], desc=f"epoch {epoch + 1}/{train.epochs}",
-                   disable=not train.progress, dynamic_ncols=True, leave=False)
+                   disable=not (train.progress and self.dist.is_main), dynamic_ncols=True, leave=False)
         window = {"loss": 0.0, "correct": 0, "examples": 0, "tokens": 0, "batches": 0, "start": time.perf_counter()}
         for indices in self.sampler:
             if self._stop_requested:
                 raise KeyboardInterrupt
+            if len(indices) < self.dist.world_size:  # too few examples to give every rank one: skip it
+                progress["batch"] += 1
+                continue
             self._in_step = True
             started = time.perf_counter()
-            batch = self.task.collate([self.task.train[i] for i in indices])
+            batch = self.task.collate([self.task.train[i] for i in distributed.shard(indices, self.dist)])
             loss, correct, count, grad_norm = self._train_step(batch)
+            num_tokens = batch.num_tokens
+            if self.dist.enabled:  # the whole step's figures: loss averaged like the gradients, counts summed
+                loss, correct, count, num_tokens, stops = distributed.sum_across(
+                    [loss, correct, count, num_tokens, float(self._stop_requested)], self.dist)
+                loss /= self.dist.world_size
+                self._stop_requested = stops > 0  # a signal to any rank stops all of them after the same step
             progress["seconds"] += time.perf_counter() - started
             progress["step"] += 1
             progress["batch"] += 1
@@ -289,7 +323,7 @@ class Trainer:
                 store["loss"] += loss
                 store["correct"] += correct
                 store["examples"] += count
-                store["tokens"] += batch.num_tokens
+                store["tokens"] += num_tokens
                 store["batches"] += 1
             self._in_step = False
             elapsed = time.perf_counter() - window["start"]
@@ -357,6 +391,18 @@ def _init_weights(model: torch.nn.Module, source: Path) -> None:
              f"; kept fresh: {', '.join(skipped)}" if skipped else "")
 
 
+class _TaskStep(torch.nn.Module):
+    """The task's training forward as a module, so DistributedDataParallel can wrap it whatever the task."""
+
+    def __init__(self, task, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.task = task
+        self.model = model
+
+    def forward(self, batch, step: int, total_steps: int) -> tuple[torch.Tensor, int, int]:
+        return self.task.forward(self.model, batch, step, total_steps)
+
+
 def _empty_sums() -> dict[str, float]:
     return {"loss": 0.0, "correct": 0, "examples": 0, "tokens": 0, "batches": 0}
 
@@ -365,4 +411,7 @@ def train(config: Config, run_dir: str | Path, resume: bool = False,
           on_step: Callable[[int], None] | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train ``config`` into ``run_dir`` (or continue the run there, ``overrides`` applied to its saved
     config) and return its metrics."""
-    return Trainer(config, run_dir, resume=resume, on_step=on_step, overrides=overrides).run()
+    try:
+        return Trainer(config, run_dir, resume=resume, on_step=on_step, overrides=overrides).run()
+    finally:
+        distributed.teardown()
