@@ -263,7 +263,8 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         train = self.config.train
         progress = self.progress
-        self._stop_requested = False
+        self._stop_requested = False  # a signal arrived (set by the handler)
+        self._stop_agreed = False  # torchrun: some rank's signal, as voted after a step
         if progress["done"]:
             log.info("%s: training already finished", self.run_dir)
             return json.loads((self.run_dir / ckpt.METRICS_FILE).read_text(encoding="utf-8"))
@@ -300,7 +301,8 @@ class Trainer:
                    disable=not (train.progress and self.dist.is_main), dynamic_ncols=True, leave=False)
         window = {"loss": 0.0, "correct": 0, "examples": 0, "tokens": 0, "batches": 0, "start": time.perf_counter()}
         for indices in self.sampler:
-            if self._stop_requested:
+            # several ranks stop only on the vote, so they all stop after the same step
+            if self._stop_agreed if self.dist.enabled else self._stop_requested:
                 raise KeyboardInterrupt
             if len(indices) < self.dist.world_size:  # too few examples to give every rank one: skip it
                 progress["batch"] += 1
@@ -314,7 +316,7 @@ class Trainer:
                 loss, correct, count, num_tokens, stops = distributed.sum_across(
                     [loss, correct, count, num_tokens, float(self._stop_requested)], self.dist)
                 loss /= self.dist.world_size
-                self._stop_requested = stops > 0  # a signal to any rank stops all of them after the same step
+                self._stop_agreed = stops > 0  # a signal to any rank stops all of them after this step
             progress["seconds"] += time.perf_counter() - started
             progress["step"] += 1
             progress["batch"] += 1
