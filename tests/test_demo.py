@@ -90,3 +90,12 @@ def test_app_builds_on_the_shipped_models(demo_module):
 def test_a_model_of_the_wrong_kind_is_a_clear_error(demo_module, tiny_run):
     with pytest.raises(nlp_rnn.NlpRnnError, match="not a translation run folder"):
         demo_module.build_app(tiny_run, tiny_run)
+
+
+def test_quantized_app_classifies_and_explains(demo_module):
+    """``nlp-rnn demo --quantize``: both shipped models int8, the sentiment highlight from the float copy."""
+    app = demo_module.build_app(quantize=True)
+    assert isinstance(app, gr.Blocks)
+    predictor = nlp_rnn.load(MODELS / "sentiment-imdb", quantize=True)
+    label, spans, _ = demo_module.classify(predictor, "A wonderful film, moving and funny.")
+    assert max(label, key=label.get) == "pos" and spans
