@@ -51,37 +51,37 @@ def _hypothesis(tokens: list[int], score: float, attention: Tensor | None, src_l
 @torch.no_grad()
 def greedy_search(model, src: Tensor, src_lengths: Tensor, max_length_ratio: float = 1.5,
                   max_output_length: int = 256, return_attention: bool = False) -> list[Hypothesis]:
-    """The most probable token at every step, for a whole batch. src (batch, src_len) -> one per sentence."""
+    """The most probable token at every step, for a whole batch. src (batch, src_len) -> one per sentence.
+
+    A sentence leaves the batch once it has ended, so the last steps cost only the longest outputs."""
     batch = src.size(0)
     limits = output_limits(src_lengths, max_length_ratio, max_output_length)
     limit_tensor = torch.tensor(limits, device=src.device)
     source = model.encode(src, src_lengths)
     state = source.initial_state
+    active = torch.arange(batch, device=src.device)  # the sentences still decoding, as rows of the input
     tokens = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
-    scores = torch.zeros(batch, device=src.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    outputs, attentions = [], []
+    outputs: list[list[int]] = [[] for _ in range(batch)]
+    scores = [0.0] * batch
+    attentions: list[list[Tensor]] = [[] for _ in range(batch)]
     for t in range(max(limits)):
         step = model.decode_step(tokens, state, source)
-        best, tokens = step.logits.float().log_softmax(-1).max(-1)  # (batch,), (batch,)
-        scores += best.masked_fill(finished, 0.0)
-        outputs.append(tokens)
-        if return_attention:
-            attentions.append(step.attention.float())
-        finished |= (tokens == EOS_ID) | (t + 1 >= limit_tensor)
-        if bool(finished.all()):
+        best, tokens = step.logits.float().log_softmax(-1).max(-1)  # (active,), (active,)
+        for index, (row, token, score) in enumerate(zip(active.tolist(), tokens.tolist(), best.tolist(),
+                                                        strict=True)):
+            outputs[row].append(token)
+            scores[row] += score
+            if return_attention:
+                attentions[row].append(step.attention[index].float())
+        done = (tokens == EOS_ID) | (t + 1 >= limit_tensor[active])  # (active,)
+        if bool(done.all()):
             break
         state = step.state
-    generated = torch.stack(outputs, dim=1).tolist()  # (batch, steps)
-    attention = torch.stack(attentions, dim=1) if return_attention else None  # (batch, steps, src_len)
-    results = []
-    for row, sequence in enumerate(generated):
-        sequence = sequence[: limits[row]]
-        if EOS_ID in sequence:
-            sequence = sequence[: sequence.index(EOS_ID) + 1]
-        results.append(_hypothesis(sequence, float(scores[row]), None if attention is None else attention[row],
-                                   int(src_lengths[row])))
-    return results
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)  # (still active,)
+            active, tokens, state, source = active[keep], tokens[keep], state.select(keep), source.select(keep)
+    return [_hypothesis(outputs[row], scores[row], torch.stack(attentions[row]) if return_attention else None,
+                        int(src_lengths[row])) for row in range(batch)]
 
 
 @torch.no_grad()
