@@ -54,12 +54,47 @@ def epoch_seconds(ids: list[list[int]], labels: list[int], config, vocab_size: i
     return rate, sum(len(row) for row in ids) / rate
 
 
+def plot(results: dict) -> None:
+    """docs/scaling_training.png and docs/scaling_decoding.png from the measured points."""
+    from matplotlib.ticker import NullLocator
+
+    threads = results["threads"]
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    for axes, points, key, label, title in (
+            (left, results["length"], "max_length", "max tokens per review", "batch 64"),
+            (right, results["batch"], "batch_size", "batch size (reviews)", "max 256 tokens")):
+        values = [r[key] for r in points]
+        axes.plot(values, [r["epoch_seconds"] for r in points], "o-")
+        axes.set_xscale("log", base=2)
+        axes.xaxis.set_minor_locator(NullLocator())
+        axes.set(xticks=values, xticklabels=[str(v) for v in values], xlabel=label,
+                 ylabel="seconds per IMDB epoch (25,000 reviews)", title=title, ylim=(0, None))
+    figure.suptitle(f"BiLSTM 192 training on IMDB, {threads} CPU threads")
+    DOCS.mkdir(exist_ok=True)
+    figure.savefig(DOCS / "scaling_training.png", dpi=110)
+    figure = Figure(figsize=(5.5, 4), layout="constrained")
+    axes = figure.subplots()
+    beams = [r["beam"] for r in results["beam"]]
+    axes.plot(beams, [r["seconds"] for r in results["beam"]], "o-")
+    for point in results["beam"]:
+        axes.annotate(f"BLEU {point['bleu']:.1f}", (point["beam"], point["seconds"]), textcoords="offset points",
+                      xytext=(4, -10), fontsize=7)
+    axes.set(xlabel="beam size", ylabel="seconds for test2016 (1,000 sentences)", xticks=beams, ylim=(0, None),
+             title=f"GRU encoder-decoder decoding, {threads} CPU threads")
+    figure.savefig(DOCS / "scaling_decoding.png", dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per point")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--replot", help="only redraw the plots from a --json file of an earlier run")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(Path(args.replot).read_text()))
+        return
     torch.set_num_threads(args.threads)
     classifier = nlp_rnn.load(SENTIMENT)
     config, data = classifier.config, classifier.config.data
@@ -91,23 +126,7 @@ def main() -> None:
         results["beam"].append({"beam": beam, "seconds": seconds, "bleu": bleu})
         print(f"| {beam} | {seconds:.1f} | {len(hypotheses) / seconds:.0f} | {bleu:.2f} |", flush=True)
 
-    figure = Figure(figsize=(10, 4), layout="constrained")
-    left, right = figure.subplots(1, 2)
-    left.plot([r["max_length"] for r in results["length"]], [r["epoch_seconds"] for r in results["length"]], "o-")
-    left.set(xlabel="max tokens per review", ylabel="seconds per IMDB epoch", title="batch 64", xscale="log",
-             xticks=[64, 128, 256, 512], xticklabels=["64", "128", "256", "512"])
-    right.plot([r["batch_size"] for r in results["batch"]], [r["epoch_seconds"] for r in results["batch"]], "o-")
-    right.set(xlabel="batch size (reviews)", ylabel="seconds per IMDB epoch", title="max 256 tokens",
-              xscale="log", xticks=[16, 32, 64, 128, 256], xticklabels=["16", "32", "64", "128", "256"])
-    figure.suptitle(f"BiLSTM 192 training on IMDB, {args.threads} CPU threads")
-    DOCS.mkdir(exist_ok=True)
-    figure.savefig(DOCS / "scaling_training.png", dpi=110)
-    figure = Figure(figsize=(5.5, 4), layout="constrained")
-    axes = figure.subplots()
-    axes.plot([r["beam"] for r in results["beam"]], [r["seconds"] for r in results["beam"]], "o-")
-    axes.set(xlabel="beam size", ylabel="seconds to translate test2016 (1,000 sentences)",
-             title=f"GRU encoder-decoder, {args.threads} CPU threads")
-    figure.savefig(DOCS / "scaling_decoding.png", dpi=110)
+    plot(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
