@@ -38,14 +38,14 @@ def _train(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     out.mkdir(parents=True, exist_ok=True)
-    main_process = context_from_env().is_main  # under torchrun only rank 0 writes and reports
-    if main_process:
+    process = context_from_env()  # under torchrun only rank 0 writes and reports
+    if process.is_main:
         with open(out / "command.txt", "a", encoding="utf-8") as handle:  # how this run was made, for its card
-            launcher = ["torchrun", f"--nproc_per_node={context_from_env().world_size}", "-m", "nlp_rnn"] \
-                if context_from_env().enabled else ["nlp-rnn"]
+            launcher = ["torchrun", f"--nproc_per_node={process.world_size}", "-m", "nlp_rnn"] \
+                if process.enabled else ["nlp-rnn"]
             handle.write(shlex.join([*launcher, *sys.argv[1:]]) + "\n")
     metrics = train(config, out, resume=args.resume, overrides=args.set if args.resume else None)
-    if not main_process:
+    if not process.is_main:
         return 0
     validation = metrics["validation"]
     scores = ", ".join(f"{name} {validation[name]:.4f}" for name in ("accuracy", "macro_f1", "bleu", "loss")

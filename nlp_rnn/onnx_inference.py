@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from nlp_rnn.batching import pad
 from nlp_rnn.config import Config, config_from_dict, read_yaml
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.search import output_limits
@@ -35,13 +36,10 @@ def _session(path: Path, threads: int):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged ids -> (batch, longest) int64 padded with <pad>, and lengths (batch,) int64."""
-    lengths = np.array([len(row) for row in rows], dtype=np.int64)
-    ids = np.full((len(rows), int(lengths.max())), PAD_ID, dtype=np.int64)
-    for index, row in enumerate(rows):
-        ids[index, : len(row)] = row
-    return ids, lengths
+def _padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged ids -> (batch, longest) int64 padded with <pad>, and lengths (batch,) int64, as numpy."""
+    ids, lengths, _ = pad(rows, PAD_ID)
+    return ids.numpy(), lengths.numpy()
 
 
 class OnnxClassifier:
@@ -60,7 +58,7 @@ class OnnxClassifier:
         probabilities = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]
-            input_ids, lengths = pad([ids[i] for i in chosen])
+            input_ids, lengths = _padded([ids[i] for i in chosen])
             (logits,) = self.session.run(None, {"input_ids": input_ids, "lengths": lengths})
             exp = np.exp(logits - logits.max(-1, keepdims=True))
             probabilities[chosen] = exp / exp.sum(-1, keepdims=True)
@@ -90,6 +88,7 @@ class OnnxTranslator:
         """Greedy search over one padded batch -> each sentence's output ids, ``</s>`` included if it ended."""
         search = self.config.search
         limits = output_limits(src_lengths, search.max_length_ratio, search.max_output_length)
+        limit_array = np.array(limits)
         values, keys, mask, hidden, attentional = self.encoder.run(None, {"src": src, "src_lengths": src_lengths})
         tokens = np.full(len(src), BOS_ID, dtype=np.int64)
         finished = np.zeros(len(src), dtype=bool)
@@ -101,7 +100,7 @@ class OnnxTranslator:
                 None, {name: value for name, value in feed.items() if name in self.decoder_inputs})
             tokens = log_probs.argmax(-1).astype(np.int64)  # (batch,)
             steps.append(tokens)
-            finished |= (tokens == EOS_ID) | (t + 1 >= np.array(limits))
+            finished |= (tokens == EOS_ID) | (t + 1 >= limit_array)
             if finished.all():
                 break
         outputs = []
@@ -114,7 +113,7 @@ class OnnxTranslator:
         sources, _ = encode_sources(self.src_tokenizer, [str(t) for t in texts], self.config.data.max_length)
         translations: list[str] = [""] * len(sources)
         for start in range(0, len(sources), batch_size):
-            src, src_lengths = pad(sources[start : start + batch_size])
+            src, src_lengths = _padded(sources[start : start + batch_size])
             for offset, ids in enumerate(self.greedy_ids(src, src_lengths)):
                 translations[start + offset] = decode_ids(self.tgt_tokenizer, ids)
         return translations

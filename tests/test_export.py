@@ -14,7 +14,7 @@ from nlp_rnn.cli import main
 from nlp_rnn.config import ModelConfig, TranslatorConfig
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.export import export_classifier, export_translator
-from nlp_rnn.onnx_inference import load_onnx, pad
+from nlp_rnn.onnx_inference import load_onnx
 from nlp_rnn.translator import Translator
 
 SHAPES = [(1, 1), (1, 9), (5, 3), (4, 23)]  # (batch, length); the export traced (2, 7)
@@ -121,7 +121,3 @@ def test_export_errors_are_one_line(tmp_path, tiny_run, capsys):
     with pytest.raises(NlpRnnError, match="export.json"):
         load_onnx(tmp_path / "full")
 
-
-def test_pad():
-    ids, lengths = pad([[5, 6, 7], [8]])
-    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and lengths.tolist() == [3, 1]
