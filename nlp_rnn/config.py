@@ -164,6 +164,7 @@ class TrainConfig:
     checkpoint_every: int = _bounded(500, 1)  # steps between resumable checkpoints (also every epoch)
     device: str = _choice("auto", "auto", "cpu", "cuda")
     num_threads: int = _bounded(0, 0)  # 0: torch's default
+    keep_freed_memory: bool = True  # CPU: malloc reuses freed buffers instead of unmapping them (nlp_rnn.runtime)
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     progress: bool = True
 

@@ -7,9 +7,10 @@ Two arrangements of the same parts, picked by the attention variant:
 - ``luong_*`` (Luong et al. 2015): step the GRU first, attend with the new state:
   s_t = GRU([e(y_{t-1}); o_{t-1} if input feeding], s_{t-1}); c_t = attn(s_t, H); o_t = tanh(W_c [s_t; c_t]).
 
-Both predict p(y_t) = softmax(W_o dropout(o_t)). Without input feeding the Luong GRU never waits for
-attention, so a teacher-forced target runs through the fused GRU and attention in one call each
-(``forward_all``), with the same numbers as the step loop.
+Both predict p(y_t) = softmax(W_o dropout(o_t)). Under full teacher forcing (``forward_all``) only the
+recurrence loops: the embeddings and the output layer run once over the whole target. Without input feeding
+the Luong GRU never waits for attention, so the GRU and the attention also run as one call each. Both give
+the same numbers as the step loop.
 """
 
 from __future__ import annotations
@@ -76,9 +77,11 @@ class AttentionDecoder(nn.Module):
         """Whether a teacher-forced target can be decoded without a per-step loop."""
         return not self.attend_first and not self.input_feeding
 
-    def step(self, prev_tokens: Tensor, state: DecoderState, source: EncodedSource) -> DecoderStep:
-        """prev_tokens (batch,) -> DecoderStep with logits (batch, vocab)."""
-        embedded = self.embedding_dropout(self.embedding(prev_tokens))  # (batch, emb)
+    def _advance(self, embedded: Tensor, state: DecoderState, source: EncodedSource
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The recurrent part of one step: embedded (batch, emb) -> the GRU's top output s_t (batch, hidden),
+        its hidden state (layers, batch, hidden), the context c_t (batch, encoder_size) and the attention
+        weights (batch, src_len)."""
         rnn_inputs = [embedded]
         if self.attend_first:
             context, weights = self.attention(state.hidden[-1], source.keys, source.values, source.mask)
@@ -87,24 +90,52 @@ class AttentionDecoder(nn.Module):
             rnn_inputs.append(state.attentional)
         output, hidden = self.rnn(torch.cat(rnn_inputs, dim=-1).unsqueeze(1), state.hidden)
         output = output.squeeze(1)  # (batch, hidden)
-        if self.attend_first:
-            features = [output, context, embedded]
-        else:
+        if not self.attend_first:
             context, weights = self.attention(output, source.keys, source.values, source.mask)
-            features = [output, context]
-        attentional = torch.tanh(self.combine(torch.cat(features, dim=-1)))  # (batch, output_size)
+        return output, hidden, context, weights
+
+    def _attentional(self, output: Tensor, context: Tensor, embedded: Tensor) -> Tensor:
+        """o_t = tanh(W [s_t; c_t (; e(y_{t-1}) for bahdanau)]), for one step (batch, *) or all (batch, time, *)."""
+        features = [output, context, embedded] if self.attend_first else [output, context]
+        return torch.tanh(self.combine(torch.cat(features, dim=-1)))  # (..., output_size)
+
+    def step(self, prev_tokens: Tensor, state: DecoderState, source: EncodedSource) -> DecoderStep:
+        """prev_tokens (batch,) -> DecoderStep with logits (batch, vocab)."""
+        embedded = self.embedding_dropout(self.embedding(prev_tokens))  # (batch, emb)
+        output, hidden, context, weights = self._advance(embedded, state, source)
+        attentional = self._attentional(output, context, embedded)  # (batch, output_size)
         logits = self.output(self.dropout(attentional))  # (batch, vocab)
         return DecoderStep(logits, DecoderState(hidden, attentional), weights)
 
     def forward_all(self, tgt_in: Tensor, source: EncodedSource) -> tuple[Tensor, Tensor]:
-        """Every step of a teacher-forced target at once (Luong without input feeding only).
+        """Every step of a fully teacher-forced target, with the same numbers as calling ``step`` in a loop.
+
+        Only the recurrence runs step by step, and only where it must: the embeddings and the output layer
+        (and, unless the attentional vector is fed back, the combination) run once over all steps as large
+        matrix products. Without a feedback path (Luong without input feeding) the GRU and the attention
+        also run as one call each.
 
         tgt_in (batch, tgt_len) -> logits (batch, tgt_len, vocab), attention (batch, tgt_len, src_len)
         """
-        if not self.parallel:
-            raise ValueError("forward_all needs Luong attention without input feeding")
         embedded = self.embedding_dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
-        outputs, _ = self.rnn(embedded, source.initial_state.hidden)  # (batch, tgt_len, hidden)
-        context, weights = self.attention(outputs, source.keys, source.values, source.mask)
-        attentional = torch.tanh(self.combine(torch.cat([outputs, context], dim=-1)))  # (batch, tgt_len, out)
+        if self.parallel:
+            outputs, _ = self.rnn(embedded, source.initial_state.hidden)  # (batch, tgt_len, hidden)
+            context, weights = self.attention(outputs, source.keys, source.values, source.mask)
+            attentional = self._attentional(outputs, context, embedded)  # (batch, tgt_len, output_size)
+        else:
+            state = source.initial_state
+            outputs, contexts, weights, fed = [], [], [], []  # one (batch, *) tensor per step
+            for t in range(tgt_in.size(1)):
+                output, hidden, context, step_weights = self._advance(embedded[:, t], state, source)
+                if self.input_feeding:
+                    fed.append(self._attentional(output, context, embedded[:, t]))
+                state = DecoderState(hidden, fed[-1] if self.input_feeding else state.attentional)
+                outputs.append(output)
+                contexts.append(context)
+                weights.append(step_weights)
+            weights = torch.stack(weights, dim=1)  # (batch, tgt_len, src_len)
+            if self.input_feeding:
+                attentional = torch.stack(fed, dim=1)  # (batch, tgt_len, output_size)
+            else:
+                attentional = self._attentional(torch.stack(outputs, dim=1), torch.stack(contexts, dim=1), embedded)
         return self.output(self.dropout(attentional)), weights

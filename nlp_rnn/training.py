@@ -28,7 +28,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from nlp_rnn import checkpoint as ckpt
-from nlp_rnn import distributed
+from nlp_rnn import distributed, runtime
 from nlp_rnn.checkpoint import load_tokenizers, tokenizer_files
 from nlp_rnn.config import Config, TrainConfig, load_config, save_config
 from nlp_rnn.errors import NlpRnnError
@@ -131,6 +131,8 @@ class Trainer:
             torch.set_num_threads(train.num_threads)
         seed_everything(train.seed)
         self.device = select_device(train.device)
+        if self.device.type == "cpu" and train.keep_freed_memory:
+            runtime.keep_freed_memory()
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)

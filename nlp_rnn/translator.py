@@ -25,7 +25,7 @@ class Translator(SummaryMixin, nn.Module):
         self.config = config
         self.pad_id = pad_id
         self.label_smoothing = label_smoothing
-        self.fast_path = True  # decode a fully teacher-forced target in one call where the decoder allows it
+        self.fast_path = True  # decode a fully teacher-forced target with decoder.forward_all
         self.encoder = RecurrentEncoder(
             src_vocab_size,
             config.embedding_dim,
@@ -77,7 +77,7 @@ class Translator(SummaryMixin, nn.Module):
         Each step, each example is fed its gold previous token with probability ``teacher_forcing_ratio``
         and its own previous prediction otherwise (scheduled sampling, Bengio et al. 2015).
         """
-        if teacher_forcing_ratio >= 1.0 and self.fast_path and self.decoder.parallel:
+        if teacher_forcing_ratio >= 1.0 and self.fast_path:
             return self.decoder.forward_all(tgt_in, source)[0]
         state, tokens, logits = source.initial_state, tgt_in[:, 0], []
         for t in range(tgt_in.size(1)):

@@ -44,16 +44,22 @@ def test_shapes_and_named_returns(variant):
     assert logits.shape == (*batch.tgt_out.shape, 25) and loss.dim() == 0
 
 
-def test_fast_path_gives_the_same_loss_as_the_step_loop():
-    model = model_of(attention="luong_general")
-    assert model.decoder.parallel
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
+def test_fast_path_gives_the_same_loss_and_gradients_as_the_step_loop(variant):
+    model = model_of(**variant)
     batch = batch_of(PAIRS)
     fast_logits, fast_loss = model(batch, targets=batch.tgt_out)
+    fast_loss.backward()
+    fast_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
     model.fast_path = False
     step_logits, step_loss = model(batch, targets=batch.tgt_out)
+    step_loss.backward()
     mask = batch.tgt_mask
     assert torch.allclose(fast_logits[mask], step_logits[mask], atol=1e-5)
     assert torch.allclose(fast_loss, step_loss, atol=1e-6)
+    for name, p in model.named_parameters():
+        assert torch.allclose(fast_grads[name], p.grad, atol=1e-5), name
 
 
 @pytest.mark.parametrize("variant", [dict(attention="bahdanau"), dict(attention="luong_general", input_feeding=True)])
