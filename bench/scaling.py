@@ -5,8 +5,9 @@ time (and BLEU) against beam size. Writes docs/scaling_training.png and docs/sca
 
 Training: the shipped IMDB classifier's architecture (BiLSTM 192, max+mean pooling), fresh weights, AdamW
 steps on real IMDB training reviews cut to each max length, batched as ``nlp-rnn train`` batches them
-(length buckets). A run of ``--steps`` steps gives tokens/s, and an epoch's time is the split's tokens (at that
-max length) over it. Decoding: the shipped translator on all 1,000 test2016 sentences, batches of 128.
+(length buckets), with malloc keeping freed buffers as ``nlp-rnn train`` does. A run of ``--steps`` steps
+gives tokens/s, and an epoch's time is the split's tokens (at that max length) over it. Decoding: the shipped
+translator on all 1,000 test2016 sentences, batches of 128.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from matplotlib.figure import Figure
 
 import nlp_rnn
+from nlp_rnn import runtime
 from nlp_rnn.batching import BucketBatchSampler, Collator
 from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.data import load_eval_split
@@ -96,6 +98,7 @@ def main() -> None:
         plot(json.loads(Path(args.replot).read_text()))
         return
     torch.set_num_threads(args.threads)
+    runtime.keep_freed_memory()  # as `nlp-rnn train` does on a CPU (train.keep_freed_memory)
     classifier = nlp_rnn.load(SENTIMENT)
     config, data = classifier.config, classifier.config.data
     imdb = load_eval_split(data, "train")

@@ -68,7 +68,7 @@ def train_timed(config_path: Path, args: argparse.Namespace) -> tuple[Trainer, l
                  "train.log_every=50"]
     if args.max_train:
         overrides.append(f"data.max_train_examples={args.max_train}")
-    config = load_config(config_path, overrides)
+    config = load_config(config_path, overrides + args.set)
     run_dir = Path(args.out or tempfile.mkdtemp(prefix="train_speed_")) / config_path.stem
     trainer = Trainer(config, run_dir)
     trainer.run()
@@ -130,7 +130,9 @@ def main() -> None:
     parser.add_argument("--config", help="train this config instead of the model's bench/configs default")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--max-train", type=int, default=None, help="fewer training reviews (a quick check)")
+    parser.add_argument("--max-train", type=int, default=None, help="fewer training examples (a quick check)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override, as nlp-rnn train --set (repeatable)")
     parser.add_argument("--out", help="keep the run folder here (default: a temporary folder)")
     parser.add_argument("--peer", help="a bench/peers result JSON to compare with")
     parser.add_argument("--json", help="also write the results here")
