@@ -18,6 +18,7 @@ from nlp_rnn.config import (
 )
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("**/*.yaml"))
+BENCH_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "bench" / "configs").glob("*.yaml"))
 
 
 def error_of(values) -> str:
@@ -158,9 +159,13 @@ def test_configs_folder_is_not_empty():
     assert CONFIGS
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS + BENCH_CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_loads(path):
     assert isinstance(load_config(path), Config)
+
+
+def test_bench_configs_are_found():
+    assert {p.name for p in BENCH_CONFIGS} >= {"imdb_keras_size.yaml", "multi30k_joeynmt_size.yaml"}
 
 
 @pytest.mark.parametrize("path", [None, *CONFIGS], ids=lambda p: "defaults" if p is None else p.name)
