@@ -43,7 +43,8 @@ def main() -> None:
     seconds = time.perf_counter() - started
     hypotheses = [item["translation"] for item in found]
     scores = score_translations(hypotheses, references)
-    parameters = sum(p.numel() for p in translator.model.parameters())
+    # int8 layers keep their weights as packed buffers, not parameters: count only a float model's
+    parameters = None if args.quantize else sum(p.numel() for p in translator.model.parameters())
     result = {"model": args.model, "parameters": parameters, "beam": args.beam, "batch_size": args.batch_size,
               "threads": args.threads, "quantize": args.quantize, "sentences": len(hypotheses),
               "seconds": seconds, "sentences_per_s": len(hypotheses) / seconds, "bleu": scores["bleu"],
@@ -51,7 +52,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, beam {args.beam}, batches of {args.batch_size}")
     print("| toolkit | parameters | seconds | sentences/s | BLEU |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| nlp-rnn ({args.model}) | {parameters:,} | {seconds:.1f} | {result['sentences_per_s']:.1f} | "
+    shown = "int8" if parameters is None else f"{parameters:,}"
+    print(f"| nlp-rnn ({args.model}) | {shown} | {seconds:.1f} | {result['sentences_per_s']:.1f} | "
           f"{result['bleu']:.2f} |")
     if args.peer:
         peer = json.loads(Path(args.peer).read_text())

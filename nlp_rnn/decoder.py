@@ -124,16 +124,16 @@ class AttentionDecoder(nn.Module):
             attentional = self._attentional(outputs, context, embedded)  # (batch, tgt_len, output_size)
         else:
             state = source.initial_state
-            outputs, contexts, weights, fed = [], [], [], []  # one (batch, *) tensor per step
+            outputs, contexts, step_weights, fed = [], [], [], []  # one (batch, *) tensor per step
             for t in range(tgt_in.size(1)):
-                output, hidden, context, step_weights = self._advance(embedded[:, t], state, source)
+                output, hidden, context, weights = self._advance(embedded[:, t], state, source)
                 if self.input_feeding:
                     fed.append(self._attentional(output, context, embedded[:, t]))
                 state = DecoderState(hidden, fed[-1] if self.input_feeding else state.attentional)
                 outputs.append(output)
                 contexts.append(context)
-                weights.append(step_weights)
-            weights = torch.stack(weights, dim=1)  # (batch, tgt_len, src_len)
+                step_weights.append(weights)
+            weights = torch.stack(step_weights, dim=1)  # (batch, tgt_len, src_len)
             if self.input_feeding:
                 attentional = torch.stack(fed, dim=1)  # (batch, tgt_len, output_size)
             else:
