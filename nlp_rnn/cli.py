@@ -269,8 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except NlpRnnError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 130 if type(err).__name__ == "TrainingInterrupted" else 2
+        interrupted = type(err).__name__ == "TrainingInterrupted"
+        rank = os.environ.get("RANK", "0")
+        if rank == "0":
+            print(f"error: {err}", file=sys.stderr)
+        elif not interrupted:  # torchrun: every rank stops alike, so rank 0 says it once; other errors are its own
+            print(f"error (rank {rank}): {err}", file=sys.stderr)
+        return 130 if interrupted else 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -76,6 +76,15 @@ def from_main(value: Any, context: Context) -> Any:
     return holder[0]
 
 
+def gather(value: Any, context: Context) -> list[Any]:
+    """Every rank's ``value`` (any picklable object), in rank order, on every rank; ``[value]`` alone."""
+    if not context.enabled:
+        return [value]
+    values: list[Any] = [None] * context.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
 def barrier(context: Context) -> None:
     if context.enabled:
         dist.barrier()

@@ -181,6 +181,9 @@ class Trainer:
     # -- state --------------------------------------------------------------------------------------
 
     def _save_state(self) -> None:
+        """Checkpoint for --resume. Under torchrun every rank calls it at the same step: each rank draws its own
+        dropout masks (and teacher-forcing coins), so every rank's RNG state is gathered and saved by rank 0."""
+        rng = distributed.gather(_rng_state(), self.dist)  # one per rank, in rank order
         if not self.dist.is_main:
             return
         state = {
@@ -188,7 +191,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "progress": dict(self.progress),
-            "rng": _rng_state(),
+            "rng": rng,
         }
         ckpt.save_training_state(self.run_dir / ckpt.STATE_FILE, state)
 
@@ -197,7 +200,16 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = dict(state["progress"])
-        _set_rng_state(state["rng"])
+        saved = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # a dict: one process (older runs)
+        rank, world = self.dist.rank, self.dist.world_size
+        if len(saved) != world and self.dist.is_main:
+            log.warning("this run was checkpointed by %d process(es) and resumes on %d: the global batch and the "
+                        "random draws differ from an uninterrupted run", len(saved), world)
+        if rank < len(saved):
+            _set_rng_state(saved[rank])
+        else:  # a rank the checkpoint did not have: a fresh stream of its own, not a copy of another rank's
+            torch.manual_seed(self.config.train.seed + rank + self.progress["step"])
+            random.seed(self.config.train.seed + rank + self.progress["step"])
         # Drop log records written after the checkpoint: they will be written again.
         log_path = self.run_dir / ckpt.LOG_FILE
         if log_path.exists() and self.dist.is_main:
@@ -280,9 +292,12 @@ class Trainer:
             progress["done"] = True
             self._save_state()
         except KeyboardInterrupt:
-            if not self._in_step:  # between steps the state is consistent: save it
+            # Between steps the state is consistent: save it. Under torchrun only when the ranks agreed to stop
+            # (they are then all here, after the same step); a second signal may catch each rank elsewhere.
+            saved = not self._in_step and (self._stop_agreed or not self.dist.enabled)
+            if saved:
                 self._save_state()
-            where = "the last checkpoint" if self._in_step else f"step {progress['step']}"
+            where = f"step {progress['step']}" if saved else "the last checkpoint"
             launcher = (f"torchrun --nproc_per_node {self.dist.world_size} -m nlp_rnn" if self.dist.enabled
                         else "nlp-rnn")
             raise TrainingInterrupted(f"training interrupted; continue from {where} with: "
@@ -362,7 +377,8 @@ def _stop_signals(trainer: Trainer):
         if trainer._stop_requested:
             raise KeyboardInterrupt
         trainer._stop_requested = True
-        log.warning("stopping after this step (again to stop at once)")
+        if trainer.dist.is_main:  # torchrun signals every rank; one line says it
+            log.warning("stopping after this step (again to stop at once)")
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
