@@ -127,9 +127,11 @@ def model_card(predictor) -> str:
 
 
 def build_app(sentiment_dir: str | Path = DEFAULT_SENTIMENT,
-              translation_dir: str | Path = DEFAULT_TRANSLATION, quantize: bool = False) -> gr.Blocks:
-    sentiment = nlp_rnn.load(sentiment_dir, quantize=quantize)  # loaded once, shared by every request
-    translator = nlp_rnn.load(translation_dir, quantize=quantize)
+              translation_dir: str | Path = DEFAULT_TRANSLATION, quantize: bool = False,
+              device: str = "cpu") -> gr.Blocks:
+    """``device``: where both models run (``auto``, ``cpu``, ``cuda``...; ``quantize`` is CPU only)."""
+    sentiment = nlp_rnn.load(sentiment_dir, device, quantize=quantize)  # loaded once, shared by every request
+    translator = nlp_rnn.load(translation_dir, device, quantize=quantize)
     if not isinstance(sentiment, nlp_rnn.SentimentPredictor):
         raise nlp_rnn.NlpRnnError(f"{sentiment_dir}: not a classification run folder (the Sentiment tab needs one)")
     if not isinstance(translator, nlp_rnn.TranslationPredictor):
@@ -188,10 +190,10 @@ def build_app(sentiment_dir: str | Path = DEFAULT_SENTIMENT,
 
 
 def main(sentiment: str | None = None, translation: str | None = None, host: str = "127.0.0.1",
-         port: int = 7860, quantize: bool = False) -> None:
+         port: int = 7860, quantize: bool = False, device: str = "auto") -> None:
     # Each of the CONCURRENCY model calls gets its share of the cores: oversubscribed threads only wait.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // CONCURRENCY))
-    app = build_app(sentiment or DEFAULT_SENTIMENT, translation or DEFAULT_TRANSLATION, quantize)
+    app = build_app(sentiment or DEFAULT_SENTIMENT, translation or DEFAULT_TRANSLATION, quantize, device)
     print(f"nlp-rnn demo on http://{host}:{port}", flush=True)
     app.launch(server_name=host, server_port=port, show_error=False)
 
@@ -203,5 +205,9 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--quantize", action="store_true", help="dynamic int8 quantization (CPU)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU), cpu, cuda, cuda:N, mps")
     args = parser.parse_args()
-    main(args.sentiment, args.translation, args.host, args.port, args.quantize)
+    try:
+        main(args.sentiment, args.translation, args.host, args.port, args.quantize, args.device)
+    except nlp_rnn.NlpRnnError as err:
+        raise SystemExit(f"error: {err}") from None

@@ -26,6 +26,7 @@ WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "log.jsonl"
 STATE_FILE = "training_state.pt"
+COMMAND_FILE = "command.txt"  # the command lines that trained the run, one per start or resume
 
 
 def save_weights(path: str | Path, model: nn.Module | dict[str, torch.Tensor], metadata: dict[str, Any],

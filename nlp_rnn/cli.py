@@ -17,6 +17,7 @@ from nlp_rnn.errors import NlpRnnError
 
 # What --resume may change: how the run is executed, never what it computes on a CPU.
 RESUME_OVERRIDES = {"train.num_threads", "train.progress", "train.device"}
+DEVICE_HELP = "where the model runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N, mps"
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -39,12 +40,10 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     out.mkdir(parents=True, exist_ok=True)
     process = context_from_env()  # under torchrun only rank 0 writes and reports
-    if process.is_main:
-        with open(out / "command.txt", "a", encoding="utf-8") as handle:  # how this run was made, for its card
-            launcher = ["torchrun", f"--nproc_per_node={process.world_size}", "-m", "nlp_rnn"] \
-                if process.enabled else ["nlp-rnn"]
-            handle.write(shlex.join([*launcher, *sys.argv[1:]]) + "\n")
-    metrics = train(config, out, resume=args.resume, overrides=args.set if args.resume else None)
+    launcher = ["torchrun", f"--nproc_per_node={process.world_size}", "-m", "nlp_rnn"] if process.enabled \
+        else ["nlp-rnn"]
+    command = shlex.join([*launcher, *(args.argv if args.argv is not None else sys.argv[1:])])
+    metrics = train(config, out, resume=args.resume, overrides=args.set if args.resume else None, command=command)
     if not process.is_main:
         return 0
     validation = metrics["validation"]
@@ -75,7 +74,7 @@ def _evaluate_translation(predictor, args: argparse.Namespace, out: Path) -> int
     from nlp_rnn.io import atomic_write_text
 
     config = predictor.config
-    split = load_eval_split(config.data, args.split, "translation")
+    split = load_eval_split(config.data, args.split, "translation", args.max_examples)
     source_column, target_column = columns(config.data, "translation")
     beam = args.beam if args.beam is not None else config.search.beam_size
     started = time.perf_counter()
@@ -84,14 +83,16 @@ def _evaluate_translation(predictor, args: argparse.Namespace, out: Path) -> int
     hypotheses = [t["translation"] for t in translations]
     report = score_translations(hypotheses, split[target_column])
     report.update(split=args.split, dataset=config.data.dataset, run_dir=str(args.run_dir), beam_size=beam,
+                  max_examples=args.max_examples, device=str(predictor.device),
                   sentences_per_second=len(hypotheses) / seconds if seconds > 0 else float("inf"))
     write_json(out / f"metrics.beam{beam}.json", report)  # greedy and beam results side by side
     atomic_write_text(out / f"hypotheses.beam{beam}.txt", "".join(h + "\n" for h in hypotheses))
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{report['dataset']} [{args.split}] {report['num_sentences']} sentences, "
-          f"{'greedy' if beam == 1 else f'beam {beam}'}, {report['sentences_per_second']:.1f} sentences/s")
+    print(f"{report['dataset']} [{args.split}] {_scored(report['num_sentences'], 'sentences', args.max_examples)}, "
+          f"{'greedy' if beam == 1 else f'beam {beam}'}, {report['sentences_per_second']:.1f} sentences/s "
+          f"on {report['device']}")
     print(f"  BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  TER {report['ter']:.2f}   "
           "(sacreBLEU, detokenized, cased)")
     print(f"  {report['bleu_details']}")
@@ -102,33 +103,44 @@ def _evaluate_translation(predictor, args: argparse.Namespace, out: Path) -> int
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    import torch
+def _scored(count: int, unit: str, max_examples: int | None) -> str:
+    """``25,000 sentences`` (the whole split), or ``200 sentences (--max-examples 200)`` for a sample."""
+    return f"{count:,} {unit}" + (f" (--max-examples {max_examples})" if max_examples is not None else "")
 
+
+def _load(args: argparse.Namespace):
+    """``nlp_rnn.load`` on ``--device``, with a bad device named as the option the user typed."""
     import nlp_rnn
+    from nlp_rnn.runtime import select_device
+
+    return nlp_rnn.load(args.run_dir, device=select_device(args.device))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from nlp_rnn.checkpoint import write_json
     from nlp_rnn.data import load_eval_split
     from nlp_rnn.evaluation import evaluate_classifier
     from nlp_rnn.plots import plot_confusion_matrix
     from nlp_rnn.tasks import encode_classification
 
-    predictor = nlp_rnn.load(args.run_dir)
+    predictor = _load(args)
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation" / args.split
     if predictor.config.task == "translation":
         return _evaluate_translation(predictor, args, out)
-    split = load_eval_split(predictor.config.data, args.split)
+    split = load_eval_split(predictor.config.data, args.split, max_examples=args.max_examples)
     dataset = encode_classification(split, predictor.tokenizer, predictor.config)
     labels = predictor.labels
-    report = evaluate_classifier(predictor.model, dataset, labels, args.batch_size, torch.device("cpu"))
-    report.update(split=args.split, dataset=predictor.config.data.dataset, run_dir=str(args.run_dir))
+    report = evaluate_classifier(predictor.model, dataset, labels, args.batch_size, predictor.device)
+    report.update(split=args.split, dataset=predictor.config.data.dataset, run_dir=str(args.run_dir),
+                  max_examples=args.max_examples, device=str(predictor.device))
     write_json(out / "metrics.json", report)
     plot_confusion_matrix(report["confusion_matrix"], labels, out / "confusion_matrix.png")
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{report['dataset']} [{args.split}] {report['num_examples']} examples: accuracy "
-              f"{report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
-              f"{report['examples_per_second']:.0f} examples/s")
+        print(f"{report['dataset']} [{args.split}] {_scored(report['num_examples'], 'examples', args.max_examples)}"
+              f": accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+              f"{report['examples_per_second']:.0f} examples/s on {report['device']}")
         for name, scores in report["per_class"].items():
             print(f"  {name:>12}: precision {scores['precision']:.4f} recall {scores['recall']:.4f} "
                   f"f1 {scores['f1']:.4f} support {scores['support']}")
@@ -143,9 +155,7 @@ def _read_stdin_lines() -> list[str]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import nlp_rnn
-
-    predictor = nlp_rnn.load(args.run_dir)
+    predictor = _load(args)
     texts = args.text if args.text else _read_stdin_lines()
     if predictor.config.task == "translation":
         def run(chunk):
@@ -187,6 +197,10 @@ def _export(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import importlib.util
 
+    from nlp_rnn.runtime import select_device
+
+    device = "cpu" if args.quantize and args.device == "auto" else str(select_device(args.device))
+
     app_path = Path(__file__).resolve().parent.parent / "demo" / "app.py"
     if not app_path.is_file():
         raise NlpRnnError(f"{app_path}: demo app not found (run from a source checkout)")
@@ -195,16 +209,33 @@ def _demo(args: argparse.Namespace) -> int:
     spec.loader.exec_module(module)
     try:
         module.main(sentiment=args.sentiment, translation=args.translation, host=args.host, port=args.port,
-                    quantize=args.quantize)
+                    quantize=args.quantize, device=device)
     except OSError as err:  # e.g. the port is taken
         raise NlpRnnError(f"cannot serve the demo on {args.host}:{args.port}: {err}") from None
     return 0
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subcommand parser that takes options anywhere among its positionals, so free texts and options mix:
+    ``nlp-rnn predict RUN --json "A triumph." "Dull."`` (argparse's own parser stops the texts at the first
+    option). A text that starts with ``-`` goes after ``--``."""
+
+    _parsing = False  # parse_known_intermixed_args calls parse_known_args itself (Python < 3.12)
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._parsing:
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlp-rnn", description="Recurrent-network NLP: train, evaluate, serve.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_IntermixedParser)
 
     train = commands.add_parser("train", help="train a model from a YAML config")
     train.add_argument("config", nargs="?", help="YAML config (configs/...)")
@@ -223,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "default: the config's search.beam_size)")
     evaluate.add_argument("--out", help="where to write metrics.json and plots or hypotheses "
                                         "(default: RUN_DIR/evaluation/SPLIT)")
+    evaluate.add_argument("--max-examples", type=int, default=None, metavar="N",
+                          help="score a fixed random sample of N examples (default: the whole split, whatever "
+                               "data.max_eval_examples limited during training)")
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser("predict", help="label texts (arguments, or stdin lines)")
@@ -231,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per input")
     predict.add_argument("--beam", type=int, default=None, help="translation: beam size (1 = greedy)")
     predict.add_argument("--nbest", type=int, default=1, help="translation: hypotheses per input, tab-separated")
+    predict.add_argument("--device", default="auto", help=DEVICE_HELP)
     predict.set_defaults(run=_predict)
 
     pack = commands.add_parser("pack", help="copy a run folder for shipping: no training state, a model card")
@@ -255,13 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="translation run folder (default: demo/models/translate-de-en)")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=7860)
-    demo.add_argument("--quantize", action="store_true", help="run both models with dynamic int8 quantization")
+    demo.add_argument("--quantize", action="store_true", help="run both models with dynamic int8 quantization (CPU)")
+    demo.add_argument("--device", default="auto", help=DEVICE_HELP + "; --quantize runs on the CPU")
     demo.set_defaults(run=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what command.txt records (sys.argv when None)
     quiet = os.environ.get("RANK", "0") != "0"  # torchrun's other ranks: warnings only
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -357,9 +357,37 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def _resolve_dataset_path(values: dict[str, Any], base: Path) -> None:
+    """Make a ``data.dataset`` given as a relative path absolute, relative to ``base``: the folder of the YAML
+    file that names it (``--set`` values: the current directory). So a config that names
+    ``../../data/reviews`` works from any directory, and the run's ``config.yaml`` records where the data was.
+    A hub id (``owner/name``) is left alone unless ``base`` holds a folder of that name."""
+    data = values.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("dataset"), str) or not data["dataset"].strip():
+        return
+    name = data["dataset"]
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        resolved = path
+    elif name in (".", "..") or name.startswith(("./", "../", ".\\", "..\\")):
+        resolved = (base / path).resolve()
+        if not resolved.exists() and path.resolve().exists():
+            resolved = path.resolve()  # a run folder written before paths were resolved: from the current directory
+    elif (base / path).is_dir() and not path.is_dir():  # a folder beside the config, not a hub id
+        resolved = (base / path).resolve()
+    else:
+        return
+    data["dataset"] = str(resolved)
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config, apply ``--set`` overrides, check everything at once."""
-    values = _merge(read_yaml(path), parse_overrides(overrides or []))
+    """Read a YAML config, apply ``--set`` overrides, check everything at once. A dataset named by a relative
+    path is found from the YAML file's folder (:func:`_resolve_dataset_path`)."""
+    values = read_yaml(path)
+    _resolve_dataset_path(values, Path(path).parent)
+    extra = parse_overrides(overrides or [])
+    _resolve_dataset_path(extra, Path.cwd())
+    values = _merge(values, extra)
     try:
         return config_from_dict(values)
     except ConfigError as err:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import datasets
@@ -172,11 +172,18 @@ def load_splits(config: DataConfig, task: str = "classification") -> Splits:
     )
 
 
-def load_eval_split(config: DataConfig, split: str, task: str = "classification") -> datasets.Dataset:
-    """One named split for evaluation: ``train``, ``validation``, ``test`` (as used in training) or any other."""
+def load_eval_split(config: DataConfig, split: str, task: str = "classification",
+                    max_examples: int | None = None) -> datasets.Dataset:
+    """One named split for evaluation: ``train``, ``validation``, ``test`` (as carved for training) or any other.
+
+    The whole split, whatever ``max_train_examples`` / ``max_eval_examples`` limited during training; with
+    ``max_examples``, a fixed random sample of that many (the same rows every time)."""
+    if max_examples is not None and max_examples < 1:
+        raise DataError(f"--max-examples {max_examples}: must be at least 1")
+    config = replace(config, max_train_examples=max_examples, max_eval_examples=max_examples)
     if split not in ("train", "validation", "test"):
         raw = load_raw(config.dataset, config.config_name)
         if split not in raw:
             raise DataError(f"dataset {config.dataset!r} has no split {split!r} (splits: {', '.join(raw)})")
-        return _clean(raw[split], config, split, task)
+        return _clean(_limit(raw[split], max_examples, config.split_seed), config, split, task)
     return load_splits(config, task)[split]

@@ -13,7 +13,7 @@ from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.errors import NlpRnnError
 
 SHIPPED = [ckpt.CONFIG_FILE, ckpt.TOKENIZER_FILE, ckpt.SOURCE_TOKENIZER_FILE, ckpt.TARGET_TOKENIZER_FILE,
-           ckpt.METRICS_FILE, ckpt.LOG_FILE, "learning_curve.png", "command.txt"]
+           ckpt.METRICS_FILE, ckpt.LOG_FILE, "learning_curve.png", ckpt.COMMAND_FILE]
 SHIPPED_FOLDERS = ["evaluation", "attention"]
 
 
@@ -21,14 +21,34 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def _vocabulary_sizes(run_dir: Path) -> list[int]:
+    """The size of each tokenizer file the folder holds (joint, or source then target): what the model reads,
+    not the ``tokenizer.vocab_size`` the config asked for (a small corpus gives fewer types)."""
+    from tokenizers import Tokenizer
+
+    names = [ckpt.TOKENIZER_FILE] if (run_dir / ckpt.TOKENIZER_FILE).is_file() else \
+        [ckpt.SOURCE_TOKENIZER_FILE, ckpt.TARGET_TOKENIZER_FILE]
+    return [Tokenizer.from_file(str(run_dir / name)).get_vocab_size() for name in names
+            if (run_dir / name).is_file()]
+
+
+def _metric(config: dict, metrics: dict) -> str:
+    """The validation metric that picked the best epoch, ``auto`` resolved (older runs' metrics.json lack it)."""
+    from nlp_rnn.config import config_from_dict
+
+    return metrics.get("metric") or config_from_dict(config).metric
+
+
 def _command(run_dir: Path) -> str:
-    path = run_dir / "command.txt"
+    path = run_dir / ckpt.COMMAND_FILE
     return path.read_text(encoding="utf-8").strip() if path.is_file() else "(not recorded)"
 
 
 def translation_card(run_dir: Path, config: dict, metrics: dict) -> str:
     data, tokenizer, model, train = config["data"], config["tokenizer"], config["model"], config["train"]
-    vocabulary = "one joint vocabulary" if tokenizer["joint"] else "separate source and target vocabularies"
+    sizes = _vocabulary_sizes(run_dir)
+    vocabulary = (f"{sizes[0]:,} subwords in one joint vocabulary" if len(sizes) == 1 else
+                  f"separate vocabularies of {sizes[0]:,} source and {sizes[-1]:,} target subwords")
     feeding = ", input feeding" if model["input_feeding"] else ""
     tied = ", tied output embeddings" if model["tie_embeddings"] else ""
     batch = f"{train['max_tokens']:,} padded tokens" if train["max_tokens"] else f"{train['batch_size']} pairs"
@@ -37,7 +57,7 @@ def translation_card(run_dir: Path, config: dict, metrics: dict) -> str:
         "",
         f"- **Data**: `{data['dataset']}` (`{data['source_column']}` -> `{data['target_column']}`); training pairs "
         f"longer than {data['max_length']} subwords left out, longer inputs cut at prediction time.",
-        f"- **Tokenizer**: {tokenizer['type']}, {tokenizer['vocab_size']:,} subwords, {vocabulary}, "
+        f"- **Tokenizer**: {tokenizer['type']}, {vocabulary}, "
         f"{'lowercased' if tokenizer['lowercase'] else 'cased'}, trained on the training split only.",
         f"- **Model**: embeddings {model['embedding_dim']}; {model['num_layers']} x bidirectional "
         f"{model['encoder_cell']} {model['hidden_size']} encoder; {model['decoder_layers']} x GRU "
@@ -46,7 +66,7 @@ def translation_card(run_dir: Path, config: dict, metrics: dict) -> str:
         f"- **Training**: AdamW lr {train['lr']}, {train['schedule']} schedule, batches of {batch}, label "
         f"smoothing {train['label_smoothing']}, teacher forcing {train['teacher_forcing']} "
         f"({train['teacher_forcing_schedule']}), up to {train['epochs']} epochs; best epoch "
-        f"{metrics.get('best_epoch')} by validation {metrics.get('metric', train['metric'])} (greedy).",
+        f"{metrics.get('best_epoch')} by validation {_metric(config, metrics)} (greedy).",
         "",
         "| split | sentences | search | BLEU | chrF | TER | lowercased BLEU |",
         "|---|---|---|---|---|---|---|",
@@ -82,13 +102,14 @@ def model_card(run_dir: Path) -> str:
         f"validation {'split ' + repr(data['validation_split']) if data['validation_split'] else 'carved from train'}"
         f", reported on split `{data['test_split']}`; texts truncated to {data['max_length']} tokens "
         f"({data['truncation']}).",
-        f"- **Tokenizer**: {config['tokenizer']['type']}-level, {config['tokenizer']['vocab_size']:,} types, "
+        f"- **Tokenizer**: {config['tokenizer']['type']}-level, {_vocabulary_sizes(run_dir)[0]:,} types, "
         f"trained on the training split only.",
         f"- **Model**: embedding {model['embedding_dim']} -> {model['num_layers']} x {direction}{model['cell']} "
         f"{model['hidden_size']} -> {model['pooling']} pooling -> linear; "
         f"{metrics.get('num_parameters', 0):,} parameters.",
         f"- **Training**: AdamW lr {train['lr']}, {train['schedule']} schedule, batch {train['batch_size']}, "
-        f"up to {train['epochs']} epochs, best epoch {metrics.get('best_epoch')} by validation {train['metric']}.",
+        f"up to {train['epochs']} epochs, best epoch {metrics.get('best_epoch')} by validation "
+        f"{_metric(config, metrics)}.",
         "",
         "| split | examples | accuracy | macro-F1 |",
         "|---|---|---|---|",

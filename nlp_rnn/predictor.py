@@ -21,6 +21,7 @@ from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.config import Config, ConfigError, config_from_dict, read_yaml
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import predict_logits
+from nlp_rnn.runtime import select_device
 from nlp_rnn.search import decode_dataset
 from nlp_rnn.tokenization import PAD_ID, decode_ids, encode_sources, encode_texts, require_tokens, truncate
 from nlp_rnn.translator import Translator
@@ -206,12 +207,18 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         return quantize_dynamic(model.float(), {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
 
 
-def load(path: str | Path, device: str = "cpu", quantize: bool = False) -> SentimentPredictor | TranslationPredictor:
+def load(path: str | Path, device: str | torch.device = "cpu",
+         quantize: bool = False) -> SentimentPredictor | TranslationPredictor:
     """Rebuild a trained model from its run folder (config.yaml, tokenizer file(s), model.safetensors).
 
-    ``quantize=True`` runs it with dynamic int8 quantization (:func:`quantize_int8`; CPU only)."""
+    ``device``: ``cpu`` (the default), ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (CUDA when available); hardware
+    that is not there is one :class:`NlpRnnError`. ``quantize=True`` runs the model with dynamic int8
+    quantization (:func:`quantize_int8`), which is CPU only (``auto`` then means the CPU)."""
     run_dir = Path(path)
-    if quantize and torch.device(device).type != "cpu":
+    if quantize and str(device) == "auto":
+        device = "cpu"
+    device = select_device(str(device), "device")
+    if quantize and device.type != "cpu":
         raise NlpRnnError(f"quantize=True runs on the CPU (dynamic int8 kernels), not on {device}")
     config = _read_config(run_dir)
     if config.task == "language_model":

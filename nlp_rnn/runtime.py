@@ -1,4 +1,5 @@
-"""Process settings that make CPU training faster: keep freed memory for reuse.
+"""Where a model runs (:func:`select_device`) and process settings that make CPU training faster
+(:func:`keep_freed_memory`).
 
 A training step allocates and frees the same large buffers every time (the recurrent layers' gate
 activations for backward are tens of MB per batch). glibc's malloc serves blocks above its mmap threshold
@@ -16,7 +17,38 @@ import ctypes.util
 import logging
 import sys
 
+import torch
+
+from nlp_rnn.errors import NlpRnnError
+
 log = logging.getLogger(__name__)
+
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def select_device(name: str, option: str = "--device") -> torch.device:
+    """``auto`` (the first CUDA GPU when this torch build has one, else the CPU), ``cpu``, ``cuda``, ``cuda:N``
+    or ``mps``. Hardware that was asked for and is absent is one clear error naming ``option`` (where the user
+    set it), not torch's assertion."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise NlpRnnError(f"{option} {name!r}: not a device (use {DEVICES})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA (a CPU wheel)" if torch.version.cuda is None
+                   else "no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES)")
+            raise NlpRnnError(f"{option} {name!r}: {why}; run on the CPU ({option} cpu), or install a CUDA build "
+                              "of torch")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise NlpRnnError(f"{option} {name!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise NlpRnnError(f"{option} {name!r}: Apple's MPS backend is not available here; use {option} cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise NlpRnnError(f"{option} {name!r}: not supported (use {DEVICES})")
+    return device
 
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
 _M_MMAP_MAX = -4

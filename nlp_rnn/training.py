@@ -44,14 +44,6 @@ class TrainingInterrupted(NlpRnnError):
     """Training stopped early (Ctrl-C or SIGTERM) after saving a resumable checkpoint."""
 
 
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise NlpRnnError("train.device: cuda was asked for but no CUDA device is available")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -113,9 +105,11 @@ class Trainer:
     """One training run in one run folder. ``run()`` trains to the end or raises TrainingInterrupted."""
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
-                 on_step: Callable[[int], None] | None = None, overrides: list[str] | None = None) -> None:
+                 on_step: Callable[[int], None] | None = None, overrides: list[str] | None = None,
+                 command: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.on_step = on_step
+        self.command = command  # the command line, appended to command.txt once training starts
         self.dist = distributed.context_from_env()  # one process, or this rank of a torchrun job
         state_path = self.run_dir / ckpt.STATE_FILE
         self.state: dict[str, Any] | None = None
@@ -130,7 +124,7 @@ class Trainer:
         if train.num_threads:
             torch.set_num_threads(train.num_threads)
         seed_everything(train.seed)
-        self.device = select_device(train.device)
+        self.device = runtime.select_device(train.device, "train.device")
         if self.device.type == "cpu" and train.keep_freed_memory:
             runtime.keep_freed_memory()
         if self.device.type == "cuda" and self.dist.enabled:
@@ -282,6 +276,9 @@ class Trainer:
         if progress["done"]:
             log.info("%s: training already finished", self.run_dir)
             return json.loads((self.run_dir / ckpt.METRICS_FILE).read_text(encoding="utf-8"))
+        if self.command and self.dist.is_main:  # only commands that really train reach the model card
+            with open(self.run_dir / ckpt.COMMAND_FILE, "a", encoding="utf-8") as handle:
+                handle.write(self.command + "\n")
         self._in_step = False
         try:
             with _stop_signals(self):
@@ -428,10 +425,12 @@ def _empty_sums() -> dict[str, float]:
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False,
-          on_step: Callable[[int], None] | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+          on_step: Callable[[int], None] | None = None, overrides: list[str] | None = None,
+          command: str | None = None) -> dict[str, Any]:
     """Train ``config`` into ``run_dir`` (or continue the run there, ``overrides`` applied to its saved
-    config) and return its metrics."""
+    config) and return its metrics. ``command`` (the command line) is recorded in ``command.txt`` once
+    training starts, so a refused command never reaches the model card."""
     try:
-        return Trainer(config, run_dir, resume=resume, on_step=on_step, overrides=overrides).run()
+        return Trainer(config, run_dir, resume=resume, on_step=on_step, overrides=overrides, command=command).run()
     finally:
         distributed.teardown()

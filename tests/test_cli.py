@@ -55,14 +55,53 @@ def test_predict_one_megabyte_review(tiny_run, capsys):
     assert capsys.readouterr().out.split("\t")[0] in ("neg", "pos")
 
 
+def test_options_may_come_anywhere_among_the_texts(tiny_run, capsys):
+    assert main(["predict", str(tiny_run), "--json", "A triumph.", "Dull.", "--device", "cpu"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(results) == 2 and all(r["label"] in ("neg", "pos") for r in results)
+    assert main(["predict", str(tiny_run), "--", "-5 stars, a mess."]) == 0  # a text that looks like an option
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
 def test_evaluate_json(tiny_run, tmp_path):
-    result = run_cli("evaluate", str(tiny_run), "--split", "validation", "--json", "--out", str(tmp_path))
+    """A fixed sample with --max-examples; the count scored is in the report."""
+    result = run_cli("evaluate", str(tiny_run), "--split", "validation", "--json", "--out", str(tmp_path),
+                     "--max-examples", "64")
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(result.stdout)
-    assert report["num_examples"] == 64
+    assert report["num_examples"] == 64 and report["max_examples"] == 64
     assert {"accuracy", "macro_f1", "per_class", "confusion_matrix", "examples_per_second"} <= set(report)
     assert sum(map(sum, report["confusion_matrix"])) == 64
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+
+
+def test_evaluate_scores_the_whole_split_whatever_training_limited(tiny_run, capsys):
+    """The tiny run validated on data.max_eval_examples=64 reviews; evaluate scores all 2,500 of the split."""
+    assert main(["evaluate", str(tiny_run), "--split", "validation", "--out", str(tiny_run / "whole")]) == 0
+    assert "[validation] 2,500 examples: accuracy" in capsys.readouterr().out
+    assert json.loads((tiny_run / "whole" / "metrics.json").read_text())["num_examples"] == 2500
+
+
+def test_an_absent_device_is_one_line(tiny_run):
+    import torch
+
+    result = run_cli("predict", str(tiny_run), "Fine.", "--device", "cuda")
+    if torch.cuda.is_available():
+        assert result.returncode == 0, result.stderr.decode()
+    else:
+        assert_one_line_error(result, "--device 'cuda'", "CUDA", "--device cpu")
+    assert_one_line_error(run_cli("evaluate", str(tiny_run), "--device", "tpu"), "--device 'tpu'", "not a device")
+
+
+def test_a_refused_train_command_is_not_recorded(tiny_run, tmp_path):
+    """command.txt (the model card's "Trained with") only holds commands that trained."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = (run / "command.txt").read_text() if (run / "command.txt").exists() else ""
+    config = tmp_path / "tiny.yaml"
+    config.write_text("data:\n  max_train_examples: 8\n")
+    assert_one_line_error(run_cli("train", str(config), "--out", str(run)), "already holds a run")
+    assert ((run / "command.txt").read_text() if (run / "command.txt").exists() else "") == before
 
 
 def test_missing_run_folder(tmp_path):

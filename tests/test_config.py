@@ -193,3 +193,25 @@ def test_scientific_notation_is_a_float():
 
     parsed = parse_overrides(["train.lr=1e-3", "train.weight_decay=5E-2"])
     assert parsed == {"train": {"lr": 1e-3, "weight_decay": 0.05}}
+
+
+def test_a_relative_dataset_path_is_found_from_the_config_folder(tmp_path, monkeypatch):
+    """configs/translation/eng_fra_gru.yaml names its mirror folder relative to itself: any directory works."""
+    path = next(p for p in CONFIGS if p.name == "eng_fra_gru.yaml")
+    monkeypatch.chdir(tmp_path)  # not the checkout
+    dataset = Path(load_config(path).data.dataset)
+    assert dataset.is_absolute() and (dataset / "train.parquet").is_file()
+
+
+def test_relative_dataset_paths_resolve_against_the_file_and_set_against_the_cwd(tmp_path, monkeypatch):
+    (tmp_path / "data" / "mine").mkdir(parents=True)
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "mine.yaml"
+    config.write_text("data:\n  dataset: ../data/mine\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_config(config).data.dataset == str(tmp_path / "data" / "mine")
+    assert load_config(config, ["data.dataset=./local"]).data.dataset == str(elsewhere / "local")
+    config.write_text("data:\n  dataset: stanfordnlp/imdb\n")  # a hub id stays a hub id
+    assert load_config(config).data.dataset == "stanfordnlp/imdb"

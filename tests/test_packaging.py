@@ -27,6 +27,21 @@ def test_model_card_reports_evaluation_after_card_only(tiny_run, tmp_path):
     assert main(["pack", str(out), "--card-only"]) == 0
     card = (out / "README.md").read_text()
     assert "stanfordnlp/imdb" in card and "| validation |" in card and "parameters" in card
+    assert "by validation accuracy" in card and "auto" not in card
+
+
+def test_model_card_counts_the_tokenizers_vocabulary_not_the_configs(tiny_run, tmp_path):
+    """A config may ask for more types than its corpus has (20,000 asked, a few thousand found)."""
+    import yaml
+
+    out = pack_run(tiny_run, tmp_path / "shipped")
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    config["tokenizer"]["vocab_size"] = 20000
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["pack", str(out), "--card-only"]) == 0
+    card = (out / "README.md").read_text()
+    vocabulary = nlp_rnn.load(out).tokenizer.get_vocab_size()
+    assert vocabulary < 20000 and f"word-level, {vocabulary:,} types" in card and "20,000" not in card
 
 
 def test_pack_refuses_to_overwrite(tiny_run, tmp_path):

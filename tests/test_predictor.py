@@ -114,3 +114,16 @@ def test_quantized_translator_translates_like_float(reversal_run):
 def test_quantize_is_cpu_only(tiny_run):
     with pytest.raises(nlp_rnn.NlpRnnError, match="CPU"):
         nlp_rnn.load(tiny_run, device="cuda", quantize=True)
+
+
+def test_an_absent_device_is_one_clear_error(tiny_run):
+    import torch
+
+    if torch.cuda.is_available():  # a GPU machine: the same call runs there
+        assert nlp_rnn.load(tiny_run, device="cuda").device.type == "cuda"
+    else:
+        with pytest.raises(nlp_rnn.NlpRnnError, match="device 'cuda': .*CUDA"):
+            nlp_rnn.load(tiny_run, device="cuda")
+    with pytest.raises(nlp_rnn.NlpRnnError, match="not a device"):
+        nlp_rnn.load(tiny_run, device="gpu")
+    assert nlp_rnn.load(tiny_run, device="auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")
