@@ -235,9 +235,11 @@ class _IntermixedParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlp-rnn", description="Recurrent-network NLP: train, evaluate, serve.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbose = argparse.ArgumentParser(add_help=False)  # -v after the command too: nlp-rnn train CONFIG -v
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_IntermixedParser)
 
-    train = commands.add_parser("train", help="train a model from a YAML config")
+    train = commands.add_parser("train", parents=[verbose], help="train a model from a YAML config")
     train.add_argument("config", nargs="?", help="YAML config (configs/...)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set model.hidden_size=256 (repeatable)")
@@ -245,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     train.set_defaults(run=_train)
 
-    evaluate = commands.add_parser("evaluate", help="score a run folder on a dataset split")
+    evaluate = commands.add_parser("evaluate", parents=[verbose], help="score a run folder on a dataset split")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--split", default="test", help="train, validation, test, or a split name of the dataset")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -260,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.set_defaults(run=_evaluate)
 
-    predict = commands.add_parser("predict", help="label texts (arguments, or stdin lines)")
+    predict = commands.add_parser("predict", parents=[verbose], help="label texts (arguments, or stdin lines)")
     predict.add_argument("run_dir")
     predict.add_argument("text", nargs="*", help="texts to label; none: read lines from stdin")
     predict.add_argument("--json", action="store_true", help="one JSON object per input")
@@ -269,15 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", help=DEVICE_HELP)
     predict.set_defaults(run=_predict)
 
-    pack = commands.add_parser("pack", help="copy a run folder for shipping: no training state, a model card")
+    pack = commands.add_parser("pack", parents=[verbose],
+                               help="copy a run folder for shipping: no training state, a model card")
     pack.add_argument("run_dir")
-    pack.add_argument("out", nargs="?")
-    pack.add_argument("--card-only", action="store_true", help="only rewrite RUN_DIR/README.md (after evaluate)")
+    pack.add_argument("out", nargs="?", help="the folder to write (not with --card-only)")
+    pack.add_argument("--card-only", action="store_true",
+                      help="write no copy: only rewrite RUN_DIR/README.md, e.g. after evaluate added scores")
     pack.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
-    pack.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    pack.add_argument("--force", action="store_true", help="replace OUT if it exists (it is deleted first)")
     pack.set_defaults(run=_pack)
 
-    export = commands.add_parser("export", help="export a run folder's model for other runtimes (ONNX)")
+    export = commands.add_parser("export", parents=[verbose],
+                                 help="export a run folder's model for other runtimes (ONNX)")
     export.add_argument("run_dir")
     export.add_argument("--format", default="onnx", help="onnx (the only format so far)")
     export.add_argument("--out", help="folder for the graphs, config and tokenizer (default: RUN_DIR/onnx)")
@@ -285,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="overwrite files in a non-empty --out")
     export.set_defaults(run=_export)
 
-    demo = commands.add_parser("demo", help="serve the Gradio web demo")
+    demo = commands.add_parser("demo", parents=[verbose], help="serve the Gradio web demo")
     demo.add_argument("--sentiment", default=None, help="sentiment run folder (default: demo/models/sentiment-imdb)")
     demo.add_argument("--translation", default=None,
                       help="translation run folder (default: demo/models/translate-de-en)")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -11,6 +13,7 @@ import yaml
 
 from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.errors import NlpRnnError
+from nlp_rnn.io import atomic_write_text
 
 SHIPPED = [ckpt.CONFIG_FILE, ckpt.TOKENIZER_FILE, ckpt.SOURCE_TOKENIZER_FILE, ckpt.TARGET_TOKENIZER_FILE,
            ckpt.METRICS_FILE, ckpt.LOG_FILE, "learning_curve.png", ckpt.COMMAND_FILE]
@@ -129,28 +132,47 @@ def model_card(run_dir: Path) -> str:
 
 
 def pack_run(run_dir: str | Path, out: str | Path, fp16: bool = False, force: bool = False) -> Path:
+    """Write the shippable copy of ``run_dir`` to ``out``. It is built beside ``out`` and renamed into place, so
+    a crash leaves the old copy whole; ``force`` replaces an existing ``out`` only when it holds a model (a
+    packed or run folder) or nothing, and never the run folder itself or a folder that contains it."""
     run_dir, out = Path(run_dir), Path(out)
     if not (run_dir / ckpt.WEIGHTS_FILE).is_file():
         raise NlpRnnError(f"{run_dir / ckpt.WEIGHTS_FILE}: not found (is {run_dir} a finished run folder?)")
+    if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
+        raise NlpRnnError(f"{out}: is (or contains) the run folder {run_dir}; pack into another folder")
     if out.exists():
         if not force:
             raise NlpRnnError(f"{out} exists; pass --force to replace it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name in SHIPPED:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, out / name)
-    for folder in SHIPPED_FOLDERS:
-        if (run_dir / folder).is_dir():
-            shutil.copytree(run_dir / folder, out / folder)
-    tensors, metadata = ckpt.load_weights(run_dir / ckpt.WEIGHTS_FILE)
-    ckpt.save_weights(out / ckpt.WEIGHTS_FILE, tensors, metadata, dtype=torch.float16 if fp16 else None)
-    write_model_card(out)
+        if not out.is_dir() or (any(out.iterdir()) and not (out / ckpt.CONFIG_FILE).is_file()):
+            raise NlpRnnError(f"{out} exists and is not a model folder (no {ckpt.CONFIG_FILE}); --force only "
+                              "replaces a packed or run folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name in SHIPPED:
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, building / name)
+        for folder in SHIPPED_FOLDERS:
+            if (run_dir / folder).is_dir():
+                shutil.copytree(run_dir / folder, building / folder)
+        tensors, metadata = ckpt.load_weights(run_dir / ckpt.WEIGHTS_FILE)
+        ckpt.save_weights(building / ckpt.WEIGHTS_FILE, tensors, metadata, dtype=torch.float16 if fp16 else None)
+        write_model_card(building)
+        if out.exists():  # swap: the old copy goes only once the new one is complete
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(building, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(building, out)
+    finally:
+        if building.exists():
+            shutil.rmtree(building)
     return out
 
 
 def write_model_card(folder: str | Path) -> Path:
     """(Re)write ``README.md`` from the folder's config, metrics and evaluation results."""
     path = Path(folder) / "README.md"
-    path.write_text(model_card(Path(folder)), encoding="utf-8")
+    atomic_write_text(path, model_card(Path(folder)))
     return path

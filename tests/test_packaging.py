@@ -48,3 +48,20 @@ def test_pack_refuses_to_overwrite(tiny_run, tmp_path):
     pack_run(tiny_run, tmp_path / "shipped")
     with pytest.raises(nlp_rnn.NlpRnnError, match="--force"):
         pack_run(tiny_run, tmp_path / "shipped")
+
+
+def test_force_replaces_a_model_folder_but_never_the_run_or_other_files(tiny_run, tmp_path):
+    pack_run(tiny_run, tmp_path / "shipped")
+    (tmp_path / "shipped" / "stale.txt").write_text("from the old copy")
+    pack_run(tiny_run, tmp_path / "shipped", force=True)
+    assert not (tmp_path / "shipped" / "stale.txt").exists() and (tmp_path / "shipped" / "model.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["shipped"]  # no temporary folders left beside it
+    with pytest.raises(nlp_rnn.NlpRnnError, match="run folder"):
+        pack_run(tiny_run, tiny_run, force=True)
+    with pytest.raises(nlp_rnn.NlpRnnError, match="run folder"):
+        pack_run(tiny_run, tiny_run.parent, force=True)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep me")
+    with pytest.raises(nlp_rnn.NlpRnnError, match="not a model folder"):
+        pack_run(tiny_run, tmp_path / "notes", force=True)
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
