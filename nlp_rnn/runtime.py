@@ -7,7 +7,9 @@ activations for backward are tens of MB per batch). glibc's malloc serves blocks
 kernel faults in and zeroes those pages again. On the 2-core machine this cost about 40% of a BiLSTM training
 step (bench/encoder_paths.py). Telling malloc never to use ``mmap`` and to keep freed memory at the top of its
 heap makes later steps reuse the same pages, as a caching allocator (or jemalloc / tcmalloc) would. The
-price: the process keeps its peak memory instead of returning it between steps.
+price: the process keeps its peak memory instead of returning it between steps. One of the first few
+allocations of a size may still be carved afresh (glibc pads aligned requests, see tests/test_runtime.py), so
+the peak can be one such block higher; from then on the kept blocks are reused (bench/malloc_reuse.py).
 """
 
 from __future__ import annotations
