@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     translator = nlp_rnn.load(args.model, quantize=args.quantize)
-    test = load_eval_split(translator.config.data, "test", "translation")
+    test = load_eval_split(translator.config.data, "test", type(translator.task))
     source, references = test[translator.config.data.source_column], test[translator.config.data.target_column]
     translator.translate(source[:64], beam_size=args.beam, batch_size=args.batch_size)  # warm-up
     started = time.perf_counter()

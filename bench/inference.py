@@ -74,10 +74,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     classifier = nlp_rnn.load(SENTIMENT)
-    imdb = load_eval_split(classifier.config.data, "test")
+    imdb = load_eval_split(classifier.config.data, "test", type(classifier.task))
     reviews, labels = imdb["text"][: args.reviews], imdb["label"][: args.reviews]
     translator = nlp_rnn.load(TRANSLATION)
-    multi30k = load_eval_split(translator.config.data, "test", "translation")
+    multi30k = load_eval_split(translator.config.data, "test", type(translator.task))
     sources, references = multi30k["de"], multi30k["en"]
     print(f"torch {torch.__version__}, {platform.machine()}, {args.threads} thread(s), "
           f"{len(reviews)} IMDB test reviews, {len(sources)} test2016 sentences")

@@ -101,7 +101,7 @@ def main() -> None:
     runtime.keep_freed_memory()  # as `nlp-rnn train` does on a CPU (train.keep_freed_memory)
     classifier = nlp_rnn.load(SENTIMENT)
     config, data = classifier.config, classifier.config.data
-    imdb = load_eval_split(data, "train")
+    imdb = load_eval_split(data, "train", type(classifier.task))
     vocab = classifier.tokenizer.get_vocab_size()
     results: dict = {"threads": args.threads, "length": [], "batch": [], "beam": []}
     print(f"torch {torch.__version__}, {args.threads} threads")
@@ -118,7 +118,7 @@ def main() -> None:
     results["batch"].sort(key=lambda r: r["batch_size"])
 
     translator = nlp_rnn.load(TRANSLATION)
-    test = load_eval_split(translator.config.data, "test", "translation")
+    test = load_eval_split(translator.config.data, "test", type(translator.task))
     print("| beam | seconds (1,000 sentences) | sentences/s | BLEU |")
     print("|---:|---:|---:|---:|")
     for beam in (1, 2, 3, 5, 8, 10):

@@ -17,6 +17,7 @@ import gradio as gr
 import torch
 
 import nlp_rnn
+from nlp_rnn import tasks
 from nlp_rnn.plots import attention_figure
 
 MODELS = Path(__file__).resolve().parent / "models"
@@ -132,10 +133,8 @@ def build_app(sentiment_dir: str | Path = DEFAULT_SENTIMENT,
     """``device``: where both models run (``auto``, ``cpu``, ``cuda``...; ``quantize`` is CPU only)."""
     sentiment = nlp_rnn.load(sentiment_dir, device, quantize=quantize)  # loaded once, shared by every request
     translator = nlp_rnn.load(translation_dir, device, quantize=quantize)
-    if not isinstance(sentiment, nlp_rnn.SentimentPredictor):
-        raise nlp_rnn.NlpRnnError(f"{sentiment_dir}: not a classification run folder (the Sentiment tab needs one)")
-    if not isinstance(translator, nlp_rnn.TranslationPredictor):
-        raise nlp_rnn.NlpRnnError(f"{translation_dir}: not a translation run folder (the Translate tab needs one)")
+    tasks.require(sentiment, "classification", "the Sentiment tab")
+    tasks.require(translator, "translation", "the Translate tab")
     with gr.Blocks(title="nlp-rnn demo") as app:
         gr.Markdown("# nlp-rnn\nRecurrent networks for NLP, trained from scratch on 2 CPU cores. "
                     "See the **Models** tab for how each was trained and scored.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -12,11 +12,9 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import nn
 
+from nlp_rnn.config import Config, ConfigError, config_from_dict, read_yaml, save_config
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.io import atomic_write
-
-if TYPE_CHECKING:
-    from nlp_rnn.config import Config
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"  # classification, or a joint translation vocabulary
@@ -29,13 +27,14 @@ STATE_FILE = "training_state.pt"
 COMMAND_FILE = "command.txt"  # the command lines that trained the run, one per start or resume
 
 
-def save_weights(path: str | Path, model: nn.Module | dict[str, torch.Tensor], metadata: dict[str, Any],
+def save_weights(path: str | Path, weights: nn.Module | dict[str, torch.Tensor], metadata: dict[str, Any],
                  dtype: torch.dtype | None = None) -> None:
-    """Weights plus JSON-encoded metadata (labels, vocabulary size) in one safetensors file.
+    """Weights (a model's, or a state dict) plus JSON-encoded metadata (labels, vocabulary size) in one
+    safetensors file.
 
     ``dtype=torch.float16`` halves the file for shipping; loading casts back to the model's dtype.
     """
-    state = model.state_dict() if isinstance(model, nn.Module) else model
+    state = weights if isinstance(weights, dict) else weights.state_dict()
     tensors = {}
     for name, tensor in state.items():
         tensor = tensor.detach().cpu().to(dtype if dtype and tensor.is_floating_point() else tensor.dtype)
@@ -93,6 +92,12 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
         raise NlpRnnError(f"{path}: cannot read training state ({err})") from None
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON file's value, or None when there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def write_json(path: str | Path, value: Any) -> None:
     atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8"))
 
@@ -106,12 +111,157 @@ def _load_tokenizer(path: Path) -> Tokenizer:
         raise NlpRnnError(f"{path}: cannot load tokenizer ({str(err).splitlines()[0]})") from None
 
 
-def tokenizer_files(config: Config) -> list[str]:
-    """The tokenizer file names a run folder of this config holds."""
-    if config.task == "translation" and not config.tokenizer.joint:
-        return [SOURCE_TOKENIZER_FILE, TARGET_TOKENIZER_FILE]
-    return [TOKENIZER_FILE]
+def load_tokenizers(names: list[str], folder: Path) -> list[Tokenizer]:
+    """The tokenizer files ``names`` (a task's ``tokenizer_files(config)``) of a run folder."""
+    return [_load_tokenizer(Path(folder) / name) for name in names]
 
 
-def load_tokenizers(config: Config, folder: Path) -> list[Tokenizer]:
-    return [_load_tokenizer(Path(folder) / name) for name in tokenizer_files(config)]
+class RunFolder:
+    """The one owner of a run folder's layout: every file name is spelled here, and the writes go through it.
+
+    ``config.yaml`` (the resolved config), the tokenizer file(s), ``model.safetensors`` (best weights and their
+    metadata), ``metrics.json``, ``log.jsonl``, ``training_state.pt`` (for --resume), ``command.txt``,
+    ``learning_curve.png``, ``attention/`` (translation plots), ``evaluation/SPLIT/`` (``nlp-rnn evaluate``),
+    ``README.md`` (the model card, ``nlp-rnn pack``) and ``onnx/`` (``nlp-rnn export``).
+    """
+
+    CONFIG = CONFIG_FILE
+    WEIGHTS = WEIGHTS_FILE
+    METRICS = METRICS_FILE
+    LOG = LOG_FILE
+    STATE = STATE_FILE
+    COMMAND = COMMAND_FILE
+    LEARNING_CURVE = "learning_curve.png"
+    CARD = "README.md"
+    ATTENTION = "attention"
+    EVALUATION = "evaluation"
+    ONNX = "onnx"
+    # what a shipped copy keeps (no training state): files, then folders; tokenizer files come from the task
+    SHIPPED = (CONFIG, METRICS, LOG, LEARNING_CURVE, COMMAND)
+    SHIPPED_FOLDERS = (EVALUATION, ATTENTION)
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def weights(self) -> Path:
+        return self.path / self.WEIGHTS
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def log(self) -> Path:
+        return self.path / self.LOG
+
+    @property
+    def state(self) -> Path:
+        return self.path / self.STATE
+
+    @property
+    def command(self) -> Path:
+        return self.path / self.COMMAND
+
+    @property
+    def learning_curve(self) -> Path:
+        return self.path / self.LEARNING_CURVE
+
+    @property
+    def card(self) -> Path:
+        return self.path / self.CARD
+
+    @property
+    def attention(self) -> Path:
+        return self.path / self.ATTENTION
+
+    @property
+    def onnx(self) -> Path:
+        return self.path / self.ONNX
+
+    def evaluation(self, split: str | None = None) -> Path:
+        """``evaluation/`` (every split's results), or ``evaluation/SPLIT/``."""
+        return self.path / self.EVALUATION if split is None else self.path / self.EVALUATION / split
+
+    def holds_run(self) -> bool:
+        return self.state.exists() or self.weights.exists()
+
+    def read_config(self) -> Config:
+        """The run's checked config; its plugins (a user's task or cells) are imported first."""
+        if not self.path.is_dir():
+            raise NlpRnnError(f"{self.path}: run folder not found")
+        if not self.config.is_file():
+            raise NlpRnnError(f"{self.config}: not found (is {self.path} a run folder?)")
+        try:
+            return config_from_dict(read_yaml(self.config))
+        except ConfigError as err:
+            raise NlpRnnError(f"{self.config}: {err}") from None
+
+    # -- writes ------------------------------------------------------------------------------------------
+
+    def write_config(self, config: Config) -> None:
+        save_config(config, self.config)
+
+    def write_tokenizers(self, names: list[str], tokenizers: list[Tokenizer]) -> None:
+        for name, tokenizer in zip(names, tokenizers, strict=True):
+            atomic_write(self.path / name, lambda temp, tokenizer=tokenizer: tokenizer.save(temp))
+
+    def write_weights(self, model: nn.Module | dict[str, torch.Tensor], metadata: dict[str, Any],
+                      dtype: torch.dtype | None = None) -> None:
+        save_weights(self.weights, model, metadata, dtype)
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        write_json(self.metrics, metrics)
+
+    def read_metrics(self) -> dict[str, Any] | None:
+        return read_json(self.metrics)
+
+    def vocabulary_sizes(self, names: list[str]) -> list[int]:
+        """The size of each tokenizer file ``names``: what the model reads, not the ``tokenizer.vocab_size``
+        the config asked for (a small corpus gives fewer types)."""
+        return [tokenizer.get_vocab_size() for tokenizer in load_tokenizers(names, self.path)]
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        save_training_state(self.state, state)
+
+    def load_state(self) -> dict[str, Any]:
+        return load_training_state(self.state)
+
+    def append_command(self, command: str) -> None:
+        with open(self.command, "a", encoding="utf-8") as handle:
+            handle.write(command + "\n")
+
+    def read_command(self) -> str:
+        return self.command.read_text(encoding="utf-8").strip() if self.command.is_file() else "(not recorded)"
+
+    def append_log(self, record: dict[str, Any]) -> None:
+        with open(self.log, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read_log(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines() if line]
+
+    def keep_log_until(self, step: int) -> None:
+        """Drop log records written after a checkpoint at ``step``: a resumed run writes them again."""
+        if self.log.exists():
+            kept = [record for record in self.read_log() if record["step"] <= step]
+            atomic_write(self.log, lambda temp: Path(temp).write_text(
+                "".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8"))
+
+    def clear_log(self) -> None:
+        self.log.unlink(missing_ok=True)

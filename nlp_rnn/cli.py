@@ -11,12 +11,16 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from nlp_rnn.errors import NlpRnnError
 
 # What --resume may change: how the run is executed, never what it computes on a CPU.
 RESUME_OVERRIDES = {"train.num_threads", "train.progress", "train.device"}
+PLUGIN_HELP = ("import a module first (a dotted name, found from the current directory, or a .py file) that "
+               "registers tasks or cells (repeatable); train records it in the run's config.yaml, so evaluate, "
+               "predict and nlp_rnn.load import it again")
 DEVICE_HELP = "where the model runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N, mps"
 
 
@@ -37,6 +41,8 @@ def _train(args: argparse.Namespace) -> int:
         if args.config is None:
             raise NlpRnnError("train needs a CONFIG.yaml (or --resume --out RUN_DIR)")
         config = load_config(args.config, args.set)
+        recorded = [str(Path(name).resolve()) if name.endswith(".py") else name for name in args.plugins]
+        config = replace(config, plugins=list(dict.fromkeys([*config.plugins, *recorded])))
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     out.mkdir(parents=True, exist_ok=True)
     process = context_from_env()  # under torchrun only rank 0 writes and reports
@@ -67,44 +73,8 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_translation(predictor, args: argparse.Namespace, out: Path) -> int:
-    from nlp_rnn.checkpoint import write_json
-    from nlp_rnn.data import columns, load_eval_split
-    from nlp_rnn.evaluation import score_translations
-    from nlp_rnn.io import atomic_write_text
-
-    config = predictor.config
-    split = load_eval_split(config.data, args.split, "translation", args.max_examples)
-    source_column, target_column = columns(config.data, "translation")
-    beam = args.beam if args.beam is not None else config.search.beam_size
-    started = time.perf_counter()
-    translations = predictor.translate(split[source_column], beam_size=beam, batch_size=args.batch_size)
-    seconds = time.perf_counter() - started
-    hypotheses = [t["translation"] for t in translations]
-    report = score_translations(hypotheses, split[target_column])
-    report.update(split=args.split, dataset=config.data.dataset, run_dir=str(args.run_dir), beam_size=beam,
-                  max_examples=args.max_examples, device=str(predictor.device),
-                  sentences_per_second=len(hypotheses) / seconds if seconds > 0 else float("inf"))
-    write_json(out / f"metrics.beam{beam}.json", report)  # greedy and beam results side by side
-    atomic_write_text(out / f"hypotheses.beam{beam}.txt", "".join(h + "\n" for h in hypotheses))
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    print(f"{report['dataset']} [{args.split}] {_scored(report['num_sentences'], 'sentences', args.max_examples)}, "
-          f"{'greedy' if beam == 1 else f'beam {beam}'}, {report['sentences_per_second']:.1f} sentences/s "
-          f"on {report['device']}")
-    print(f"  BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  TER {report['ter']:.2f}   "
-          "(sacreBLEU, detokenized, cased)")
-    print(f"  {report['bleu_details']}")
-    for name in ("bleu", "chrf", "ter"):
-        print(f"  signature {name}: {report['signature'][name]}")
-    print(f"  lowercased BLEU {report['bleu_lowercase']:.2f} (only for comparison with tutorials that report it)")
-    print(f"written to {out}")
-    return 0
-
-
 def _scored(count: int, unit: str, max_examples: int | None) -> str:
-    """``25,000 sentences`` (the whole split), or ``200 sentences (--max-examples 200)`` for a sample."""
+    """``25,000 examples`` (the whole split), or ``200 examples (--max-examples 200)`` for a sample."""
     return f"{count:,} {unit}" + (f" (--max-examples {max_examples})" if max_examples is not None else "")
 
 
@@ -117,35 +87,27 @@ def _load(args: argparse.Namespace):
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from nlp_rnn.checkpoint import write_json
+    """Score a split with the run's task: the same evaluation its validation ran during training."""
+    from nlp_rnn.checkpoint import RunFolder
     from nlp_rnn.data import load_eval_split
-    from nlp_rnn.evaluation import evaluate_classifier
-    from nlp_rnn.plots import plot_confusion_matrix
-    from nlp_rnn.tasks import encode_classification
 
     predictor = _load(args)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation" / args.split
-    if predictor.config.task == "translation":
-        return _evaluate_translation(predictor, args, out)
-    split = load_eval_split(predictor.config.data, args.split, max_examples=args.max_examples)
-    dataset = encode_classification(split, predictor.tokenizer, predictor.config)
-    labels = predictor.labels
-    report = evaluate_classifier(predictor.model, dataset, labels, args.batch_size, predictor.device)
-    report.update(split=args.split, dataset=predictor.config.data.dataset, run_dir=str(args.run_dir),
+    task, config = predictor.task, predictor.config
+    out = Path(args.out) if args.out else RunFolder(args.run_dir).evaluation(args.split)
+    split = load_eval_split(config.data, args.split, type(task), args.max_examples)
+    data = task.encode(split)
+    report = task.evaluate(predictor.model, data, predictor.device, args.batch_size, beam_size=args.beam)
+    report.update(split=args.split, dataset=config.data.dataset, run_dir=str(args.run_dir),
                   max_examples=args.max_examples, device=str(predictor.device))
-    write_json(out / "metrics.json", report)
-    plot_confusion_matrix(report["confusion_matrix"], labels, out / "confusion_matrix.png")
+    first, *lines = task.write_evaluation(report, data, out)
     if args.json:
         print(json.dumps(report))
-    else:
-        print(f"{report['dataset']} [{args.split}] {_scored(report['num_examples'], 'examples', args.max_examples)}"
-              f": accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
-              f"{report['examples_per_second']:.0f} examples/s on {report['device']}")
-        for name, scores in report["per_class"].items():
-            print(f"  {name:>12}: precision {scores['precision']:.4f} recall {scores['recall']:.4f} "
-                  f"f1 {scores['f1']:.4f} support {scores['support']}")
-        print(f"confusion matrix (rows true, columns predicted {labels}): {report['confusion_matrix']}")
-        print(f"written to {out}")
+        return 0
+    print(f"{config.data.dataset} [{args.split}] {_scored(len(data), task.unit, args.max_examples)}: {first} "
+          f"on {predictor.device}")
+    for line in lines:
+        print(line)
+    print(f"written to {out}")
     return 0
 
 
@@ -156,19 +118,13 @@ def _read_stdin_lines() -> list[str]:
 
 def _predict(args: argparse.Namespace) -> int:
     predictor = _load(args)
+    task = predictor.task
     texts = args.text if args.text else _read_stdin_lines()
-    if predictor.config.task == "translation":
-        def run(chunk):
-            return predictor.translate(chunk, beam_size=args.beam, n_best=args.nbest)
 
-        def line(result):
-            return "\t".join(c["translation"] for c in result["nbest"])
-    else:
-        def run(chunk):
-            return predictor.predict(chunk)
+    def run(chunk):
+        return task.predict(predictor, chunk, beam_size=args.beam, n_best=args.nbest)
 
-        def line(result):
-            return f"{result['label']}\t{result['score']:.4f}"
+    line = task.prediction_line
     failures = 0
     for start in range(0, len(texts), 256):
         chunk = texts[start : start + 256]
@@ -235,8 +191,11 @@ class _IntermixedParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlp-rnn", description="Recurrent-network NLP: train, evaluate, serve.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    verbose = argparse.ArgumentParser(add_help=False)  # -v after the command too: nlp-rnn train CONFIG -v
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=PLUGIN_HELP)
+    verbose = argparse.ArgumentParser(add_help=False)  # -v and --plugin after the command too
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    verbose.add_argument("--plugin", action="append", default=[], dest="plugins_after", metavar="MODULE",
+                         help=PLUGIN_HELP)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_IntermixedParser)
 
     train = commands.add_parser("train", parents=[verbose], help="train a model from a YAML config")
@@ -305,11 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # what command.txt records (sys.argv when None)
+    args.plugins = [*args.plugin, *getattr(args, "plugins_after", [])]
     quiet = os.environ.get("RANK", "0") != "0"  # torchrun's other ranks: warnings only
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
     try:
+        from nlp_rnn.config import import_plugins
+
+        import_plugins(args.plugins)
         return args.run(args)
     except NlpRnnError as err:
         interrupted = type(err).__name__ == "TrainingInterrupted"

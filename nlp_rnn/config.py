@@ -10,6 +10,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,9 +172,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A whole experiment; ``task`` picks the model family."""
+    """A whole experiment; ``task`` names a registered task (nlp_rnn.tasks), which picks the ``model`` section."""
 
-    task: str = _choice("classification", "classification", "translation", "language_model")
+    task: str = field(default="classification", metadata={"registry": "tasks"})
+    plugins: list[str] = field(default_factory=list)  # modules imported first (a user's tasks, cells): nlp_rnn.plugins
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig | TranslatorConfig = field(default_factory=ModelConfig)  # the class follows ``task``
@@ -185,16 +187,61 @@ class Config:
 
     @property
     def metric(self) -> str:
-        """The validation metric that picks the best checkpoint (``train.metric``, ``auto`` resolved)."""
+        """The validation metric that picks the best checkpoint (``train.metric``, ``auto`` resolved: the task's
+        first metric)."""
         if self.train.metric != "auto":
             return self.train.metric
-        return {"translation": "bleu", "language_model": "loss"}.get(self.task, "accuracy")
+        return TASK_METRICS[self.task][1]
 
 
-# A language model pretrains the classifier's encoder (same ModelConfig; its pooling is not used).
-MODEL_CONFIGS = {"classification": ModelConfig, "translation": TranslatorConfig, "language_model": ModelConfig}
-TASK_METRICS = {"classification": ("auto", "accuracy", "macro_f1", "loss"), "translation": ("auto", "bleu", "loss"),
-                "language_model": ("auto", "loss")}
+# Filled by each task module (nlp_rnn.tasks.register_task) so this module imports nothing above it: a task's
+# ``model:`` section class, its train.metric choices ("auto" first) and its semantic checks.
+MODEL_CONFIGS: dict[str, type] = {}
+TASK_METRICS: dict[str, tuple[str, ...]] = {}
+TASK_CHECKS: dict[str, Callable[[Config, list[str]], None]] = {}
+
+
+def register_task_config(name: str, model_config: type, metrics: tuple[str, ...],
+                         check: Callable[[Config, list[str]], None] | None = None) -> None:
+    """Make ``task: <name>`` valid: its model section, metrics (the first is what ``auto`` means) and checks."""
+    if not metrics:
+        raise ValueError(f"task {name!r} needs at least one metric")
+    MODEL_CONFIGS[name] = model_config
+    TASK_METRICS[name] = ("auto", *metrics)
+    if check is not None:
+        TASK_CHECKS[name] = check
+
+
+_IMPORTED_PLUGINS: dict[str, Any] = {}
+
+
+def import_plugins(names: list[str]) -> None:
+    """Import a user's modules (a dotted name found from the current directory or sys.path, or a ``.py`` file)
+    so the tasks and cells they register exist before a config naming them is checked."""
+    import importlib
+    import importlib.util
+    import sys
+
+    for name in names:
+        if name in _IMPORTED_PLUGINS:
+            continue
+        try:
+            if name.endswith(".py"):
+                path = Path(name).expanduser().resolve()
+                spec = importlib.util.spec_from_file_location(f"nlp_rnn_plugin_{path.stem}", path)
+                if spec is None or not path.is_file():
+                    raise FileNotFoundError(f"{path}: no such file")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = module
+                spec.loader.exec_module(module)
+            else:
+                if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                    sys.path.insert(0, str(Path.cwd()))  # as `python -m` would: a module beside you
+                module = importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001 - whatever the user's module raised, one line says so
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"plugin {name!r}: cannot import it ({type(err).__name__}: {reason})") from None
+        _IMPORTED_PLUGINS[name] = module
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -207,6 +254,9 @@ def _type_error(value: Any, hint: Any) -> str | None:
     if value is None:
         return None if type(None) in options else "must not be null"
     for option in options:
+        if typing.get_origin(option) is list and isinstance(value, list) \
+                and all(_type_error(v, typing.get_args(option)[0]) is None for v in value):
+            return None
         if option is bool and isinstance(value, bool):
             return None
         if option is int and isinstance(value, int) and not isinstance(value, bool):
@@ -215,7 +265,8 @@ def _type_error(value: Any, hint: Any) -> str | None:
             return None
         if option is str and isinstance(value, str):
             return None
-    names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
+    names = " or ".join("null" if o is type(None) else "a list" if typing.get_origin(o) is list else o.__name__
+                        for o in options)
     return f"must be {names}"
 
 
@@ -226,7 +277,7 @@ def _check_field(f: dataclasses.Field, hint: Any, value: Any, key: str, errors: 
         return value
     if isinstance(value, int) and not isinstance(value, bool) and float in (*typing.get_args(hint), hint):
         value = float(value)
-    choices = f.metadata.get("choices")
+    choices = f.metadata.get("choices") or (tuple(MODEL_CONFIGS) if f.metadata.get("registry") == "tasks" else None)
     if choices and value not in choices:
         errors.append(f"{key}: {value!r} is not one of {', '.join(choices)}")
     low, high = f.metadata.get("low"), f.metadata.get("high")
@@ -246,6 +297,8 @@ def _build(cls: type, values: Any, prefix: str, errors: list[str]) -> Any:
         return cls()
     hints = typing.get_type_hints(cls)
     if cls is Config:  # the model section's class follows the task
+        if isinstance(values.get("plugins"), list):
+            import_plugins([str(name) for name in values["plugins"]])  # they may register the task and cells
         task = values.get("task", Config.task)
         hints["model"] = MODEL_CONFIGS.get(task if isinstance(task, str) else Config.task, ModelConfig)
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -267,34 +320,18 @@ def _build(cls: type, values: Any, prefix: str, errors: list[str]) -> Any:
 
 
 def _semantic_checks(config: Config, errors: list[str]) -> None:
-    from nlp_rnn.cells import available_cells  # registry lives with the cells
-
     # Runs even when other fields are bad, so it must not trip on them (a wrong type is already reported).
-    model = config.model
-    cell_key = "cell" if isinstance(model, ModelConfig) else "encoder_cell"
-    cell = getattr(model, cell_key)
-    if isinstance(cell, str) and cell not in available_cells():
-        errors.append(f"model.{cell_key}: {cell!r} is not one of {', '.join(available_cells())}")
     if config.data.validation_split is None and config.data.validation_fraction == 0:  # < 0: already reported
         errors.append("data.validation_fraction: must be > 0 when data.validation_split is null")
     if config.data.test_split is None and config.data.test_fraction == 0:
         errors.append("data.test_fraction: must be > 0 when data.test_split is null")
-    metrics = TASK_METRICS.get(config.task, ()) if isinstance(config.task, str) else ()
+    task = config.task if isinstance(config.task, str) else None
+    metrics = TASK_METRICS.get(task, ())
     if metrics and isinstance(config.train.metric, str) and config.train.metric not in metrics:
         errors.append(f"train.metric: {config.train.metric!r} does not apply to {config.task} "
                       f"(valid: {', '.join(metrics)})")
-    if (config.task == "language_model" and isinstance(model, ModelConfig) and model.bidirectional
-            and isinstance(model.num_layers, int) and model.num_layers > 1):
-        errors.append(f"model.num_layers: a bidirectional language model has 1 layer ({model.num_layers} given): "
-                      "a second layer would see both directions, so each would see the token it predicts")
-    if isinstance(model, TranslatorConfig):
-        sizes = (model.decoder_hidden_size, model.hidden_size)
-        if model.attention == "luong_dot" and all(isinstance(n, int) for n in sizes) and sizes[0] != 2 * sizes[1]:
-            errors.append(f"model.attention: luong_dot needs model.decoder_hidden_size ({model.decoder_hidden_size}) "
-                          f"= 2 * model.hidden_size ({2 * model.hidden_size}); use luong_general or bahdanau")
-        if model.input_feeding and model.attention == "bahdanau":
-            errors.append("model.input_feeding: applies to luong_dot and luong_general (bahdanau already feeds "
-                          "the context to the GRU)")
+    if task in TASK_CHECKS and isinstance(config.model, MODEL_CONFIGS[task]):
+        TASK_CHECKS[task](config, errors)
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

@@ -1,7 +1,8 @@
 """Loading datasets through Hugging Face ``datasets``, with the local mirror, and cleaning them.
 
-``load_splits(config)`` returns train / validation / test splits with the configured text and label
-columns. A hub id (``stanfordnlp/imdb``) is loaded from ``$NLP_RNN_DATA_DIR/<hub id>`` when that folder
+``load_splits(config, task)`` returns train / validation / test splits with the columns the task reads (an
+``nlp_rnn.tasks.Task`` class says which, and which rows it can use). A hub id (``stanfordnlp/imdb``) is
+loaded from ``$NLP_RNN_DATA_DIR/<hub id>`` when that folder
 exists (an offline mirror with the hub's splits and columns), else from the hub.
 """
 
@@ -12,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import datasets
 
@@ -94,41 +96,36 @@ def detokenize_ptb(text: str) -> str:
     return text.strip()
 
 
-def columns(config: DataConfig, task: str) -> tuple[str, ...]:
-    """The columns a task reads: (text, label), (source, target), or (text,) for a language model."""
-    if task == "translation":
-        return config.source_column, config.target_column
-    if task == "language_model":
-        return (config.text_column,)
-    return config.text_column, config.label_column
+class TaskData(Protocol):
+    """What loading needs to know of a task (an ``nlp_rnn.tasks.Task`` class): its columns and usable rows."""
+
+    @classmethod
+    def columns(cls, data: DataConfig) -> tuple[str, ...]: ...
+
+    @classmethod
+    def keep_row(cls, row: dict[str, Any], columns: tuple[str, ...]) -> bool: ...
+
+    @classmethod
+    def label_column(cls, data: DataConfig) -> str | None: ...
 
 
-def _clean(split: datasets.Dataset, config: DataConfig, name: str, task: str) -> datasets.Dataset:
-    """Keep the task's columns; drop rows with missing/empty text, or without a label (-1, None)."""
-    wanted = columns(config, task)
+def _clean(split: datasets.Dataset, config: DataConfig, name: str, task: TaskData) -> datasets.Dataset:
+    """Keep the task's columns; drop the rows it cannot use (missing or empty text, no label), logged."""
+    wanted = task.columns(config)
     for column in wanted:
         if column not in split.column_names:
             raise DataError(f"split {name!r} has no column {column!r} (columns: {', '.join(split.column_names)})")
     split = split.select_columns(list(wanted))
-    first, second = (*wanted, None)[:2]
     before = len(split)
-
-    def has_text(value) -> bool:
-        return isinstance(value, str) and value.strip() != ""
-
-    if task == "translation":
-        split = split.filter(lambda row: has_text(row[first]) and has_text(row[second]))
-    elif task == "language_model":
-        split = split.filter(lambda row: has_text(row[first]))
-    else:
-        split = split.filter(lambda row: has_text(row[first]) and row[second] is not None and row[second] != -1)
+    split = split.filter(lambda row: task.keep_row(row, wanted))
     dropped = before - len(split)
     if dropped:
         log.warning("%s: dropped %d of %d rows with empty text or no label", name, dropped, before)
     if len(split) == 0:
         raise DataError(f"split {name!r} of {config.dataset!r} has no usable rows")
     if config.detokenize_ptb:
-        text_columns = (first, second) if task == "translation" else (first,)
+        label = task.label_column(config)
+        text_columns = [column for column in wanted if column != label]
         split = split.map(lambda row: {c: detokenize_ptb(row[c]) for c in text_columns})
     return split
 
@@ -142,7 +139,7 @@ def _carve(split: datasets.Dataset, fraction: float, seed: int) -> tuple[dataset
     return parts["train"], parts["test"]
 
 
-def load_splits(config: DataConfig, task: str = "classification") -> Splits:
+def load_splits(config: DataConfig, task: TaskData) -> Splits:
     """Train, validation and test; validation (and test) carved from train with a fixed seed when missing."""
     raw = load_raw(config.dataset, config.config_name)
     train_parts = config.train_split.split("+")
@@ -152,7 +149,8 @@ def load_splits(config: DataConfig, task: str = "classification") -> Splits:
             raise DataError(f"dataset {config.dataset!r} has no split {name!r} (splits: {', '.join(raw)})")
     train = datasets.concatenate_datasets([raw[name] for name in train_parts]) if len(train_parts) > 1 \
         else raw[config.train_split]
-    label_names = _label_names(train, config.label_column) if task == "classification" else []
+    label_column = task.label_column(config)
+    label_names = _label_names(train, label_column) if label_column else []
     if config.test_split:
         test = raw[config.test_split]
     else:
@@ -172,7 +170,7 @@ def load_splits(config: DataConfig, task: str = "classification") -> Splits:
     )
 
 
-def load_eval_split(config: DataConfig, split: str, task: str = "classification",
+def load_eval_split(config: DataConfig, split: str, task: TaskData,
                     max_examples: int | None = None) -> datasets.Dataset:
     """One named split for evaluation: ``train``, ``validation``, ``test`` (as carved for training) or any other.
 

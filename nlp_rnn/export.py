@@ -20,118 +20,23 @@ recurrence and fixes the sequence length to the example's.
 from __future__ import annotations
 
 import shutil
-import warnings
 from pathlib import Path
 
-import torch
-from torch import Tensor, nn
-
 from nlp_rnn import checkpoint as ckpt
-from nlp_rnn.cells import FUSED_CELLS
-from nlp_rnn.decoder import DecoderState, EncodedSource
 from nlp_rnn.errors import NlpRnnError
+from nlp_rnn.onnx_graphs import (  # noqa: F401  (public names of this module since it was written)
+    OPSET,
+    ClassifierGraph,
+    DecoderStepGraph,
+    EncoderGraph,
+    export_classifier,
+    export_translator,
+)
 from nlp_rnn.onnx_inference import MANIFEST
-from nlp_rnn.predictor import SentimentPredictor, TranslationPredictor, load
+from nlp_rnn.predictor import load
 from nlp_rnn.tokenization import BOS_ID, EOS_ID, PAD_ID
 
 FORMATS = ("onnx",)
-OPSET = 17
-
-
-class ClassifierGraph(nn.Module):
-    """The classifier on plain tensors: (input_ids, lengths) -> logits."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: Tensor, lengths: Tensor) -> Tensor:
-        pooled, _ = self.model.pooling(self.model.encoder(input_ids, lengths))
-        return self.model.head(pooled)  # (batch, labels)
-
-
-class EncoderGraph(nn.Module):
-    """``Translator.encode`` flattened to tensors: (src, src_lengths) -> values, keys, mask, hidden, attentional."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
-        source = self.model.encode(src, src_lengths)
-        return source.values, source.keys, source.mask, source.initial_state.hidden, source.initial_state.attentional
-
-
-class DecoderStepGraph(nn.Module):
-    """``Translator.decode_step`` flattened to tensors, with log-probabilities for search."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, prev_tokens: Tensor, hidden: Tensor, attentional: Tensor, values: Tensor, keys: Tensor,
-                mask: Tensor) -> tuple[Tensor, ...]:
-        state = DecoderState(hidden, attentional)
-        step = self.model.decode_step(prev_tokens, state, EncodedSource(values, keys, mask, state))
-        log_probs = step.logits.float().log_softmax(-1)  # (batch, vocab)
-        return log_probs, step.state.hidden, step.state.attentional, step.attention
-
-
-def _export(graph: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: dict[str, dict[int, str]],
-            outputs: dict[str, dict[int, str]], opset: int) -> Path:
-    temp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
-        # The legacy exporter warns that it is legacy, and that an LSTM exported without initial states may
-        # not take other batch sizes; ours does (tested with several batch sizes against PyTorch).
-        warnings.simplefilter("ignore")
-        torch.onnx.export(graph.eval(), args, str(temp), input_names=list(inputs), output_names=list(outputs),
-                          dynamic_axes={**inputs, **outputs}, opset_version=opset, dynamo=False)
-    temp.replace(path)
-    return path
-
-
-def _example_ids(batch: int, length: int) -> tuple[Tensor, Tensor]:
-    """Example inputs for tracing: ids >= 4 (no special tokens), the second row shorter and padded."""
-    lengths = torch.tensor([length] + [max(1, length - 2)] * (batch - 1))
-    ids = torch.arange(length).add(4).repeat(batch, 1)  # (batch, length)
-    ids = ids * (torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1))
-    return ids, lengths
-
-
-def _check_exportable(encoder: nn.Module) -> None:
-    if encoder.cell not in FUSED_CELLS:
-        raise NlpRnnError(f"ONNX export supports the cells {', '.join(FUSED_CELLS)} (ONNX has RNN, LSTM and GRU "
-                          f"operators); {encoder.cell!r} steps in a Python loop, which a graph would fix to one length")
-
-
-def export_classifier(model: nn.Module, out: Path, opset: int = OPSET) -> list[Path]:
-    """``classifier.onnx`` in ``out`` from a SentimentClassifier (float32, any fused cell and pooling)."""
-    _check_exportable(model.encoder)
-    ids, lengths = _example_ids(2, 7)
-    batch_len = {0: "batch", 1: "length"}
-    return [_export(ClassifierGraph(model), (ids, lengths), out / "classifier.onnx",
-                    {"input_ids": batch_len, "lengths": {0: "batch"}}, {"logits": {0: "batch"}}, opset)]
-
-
-def export_translator(model: nn.Module, out: Path, opset: int = OPSET) -> list[Path]:
-    """``encoder.onnx`` and ``decoder_step.onnx`` in ``out`` from a Translator (float32)."""
-    _check_exportable(model.encoder)
-    src, src_lengths = _example_ids(2, 7)
-    encoder = EncoderGraph(model)
-    source_axes = {0: "batch", 1: "src_len"}
-    state_axes = {"hidden": {1: "batch"}, "attentional": {0: "batch"}}
-    written = [_export(encoder, (src, src_lengths), out / "encoder.onnx",
-                       {"src": source_axes, "src_lengths": {0: "batch"}},
-                       {"values": source_axes, "keys": source_axes, "mask": source_axes, **state_axes}, opset)]
-    with torch.no_grad():
-        values, keys, mask, hidden, attentional = encoder.eval()(src, src_lengths)
-    prev_tokens = torch.tensor([2, 5])
-    written.append(_export(
-        DecoderStepGraph(model), (prev_tokens, hidden, attentional, values, keys, mask), out / "decoder_step.onnx",
-        {"prev_tokens": {0: "batch"}, **state_axes, "values": source_axes, "keys": source_axes, "mask": source_axes},
-        {"log_probs": {0: "batch"}, "next_hidden": {1: "batch"}, "next_attentional": {0: "batch"},
-         "attention": source_axes}, opset))
-    return written
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "onnx", opset: int = OPSET,
@@ -143,25 +48,22 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "o
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:
         raise NlpRnnError("ONNX export needs the onnx package: pip install 'nlp-rnn[export]'") from None
-    run_dir = Path(run_dir)
-    predictor = load(run_dir)
+    run = ckpt.RunFolder(run_dir)
+    predictor = load(run.path)
+    task = predictor.task
     predictor.model.float()  # fp16-packed weights export as float32: onnxruntime's CPU kernels want it
-    out = Path(out) if out is not None else run_dir / "onnx"
+    out = Path(out) if out is not None else run.onnx
     if out.exists() and any(out.iterdir()) and not force:
         raise NlpRnnError(f"{out} is not empty (pass --force to overwrite)")
     out.mkdir(parents=True, exist_ok=True)
-    if isinstance(predictor, TranslationPredictor):
-        written = export_translator(predictor.model, out, opset)
-    else:
-        written = export_classifier(predictor.model, out, opset)
-    tokenizers = ckpt.tokenizer_files(predictor.config)
+    written = task.export_onnx(predictor.model, out, opset)
+    tokenizers = task.tokenizer_files(predictor.config)
     for name in [ckpt.CONFIG_FILE, *tokenizers]:
-        shutil.copyfile(run_dir / name, out / name)
+        shutil.copyfile(run / name, out / name)
         written.append(out / name)
-    manifest = {"format": "onnx", "opset": opset, "task": predictor.config.task, "tokenizers": tokenizers,
-                "graphs": [p.name for p in written if p.suffix == ".onnx"], "source": str(run_dir),
-                "special_ids": {"pad": PAD_ID, "bos": BOS_ID, "eos": EOS_ID}}
-    if isinstance(predictor, SentimentPredictor):
-        manifest["labels"] = predictor.labels
+    manifest = {"format": "onnx", "opset": opset, "task": task.name, "runner": task.onnx_runner,
+                "tokenizers": tokenizers, "graphs": [p.name for p in written if p.suffix == ".onnx"],
+                "source": str(run), "special_ids": {"pad": PAD_ID, "bos": BOS_ID, "eos": EOS_ID},
+                **task.onnx_manifest()}
     ckpt.write_json(out / MANIFEST, manifest)
     return [*written, out / MANIFEST]

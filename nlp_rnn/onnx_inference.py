@@ -127,5 +127,10 @@ def load_onnx(folder: str | Path, threads: int = 0) -> OnnxClassifier | OnnxTran
         raise NlpRnnError(f"{manifest_path}: not found (is {folder} made by nlp-rnn export?)")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     config = config_from_dict(read_yaml(folder / "config.yaml"))
-    runner = OnnxTranslator if config.task == "translation" else OnnxClassifier
-    return runner(folder, config, manifest, threads)
+    if manifest.get("runner") not in RUNNERS:
+        raise NlpRnnError(f"{manifest_path}: no onnxruntime runner {manifest.get('runner')!r} (known: "
+                          f"{', '.join(RUNNERS)}); export it again with this version of nlp-rnn")
+    return RUNNERS[manifest["runner"]](folder, config, manifest, threads)
+
+
+RUNNERS = {"classifier": OnnxClassifier, "translator": OnnxTranslator}  # a task's ``onnx_runner`` names one

@@ -11,7 +11,6 @@ states are restored, so an interrupted and resumed run ends with the same weight
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import random
@@ -29,13 +28,12 @@ from tqdm.auto import tqdm
 
 from nlp_rnn import checkpoint as ckpt
 from nlp_rnn import distributed, runtime
-from nlp_rnn.checkpoint import load_tokenizers, tokenizer_files
-from nlp_rnn.config import Config, TrainConfig, load_config, save_config
+from nlp_rnn.checkpoint import load_tokenizers
+from nlp_rnn.config import Config, TrainConfig, load_config
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import autocast
-from nlp_rnn.io import atomic_write, atomic_write_text
 from nlp_rnn.plots import plot_learning_curve
-from nlp_rnn.tasks import make_task
+from nlp_rnn.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +105,33 @@ class Trainer:
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
                  on_step: Callable[[int], None] | None = None, overrides: list[str] | None = None,
                  command: str | None = None) -> None:
-        self.run_dir = Path(run_dir)
+        self.folder = ckpt.RunFolder(run_dir)  # every file this run writes goes through it
+        self.run_dir = self.folder.path
         self.on_step = on_step
         self.command = command  # the command line, appended to command.txt once training starts
         self.dist = distributed.context_from_env()  # one process, or this rank of a torchrun job
-        state_path = self.run_dir / ckpt.STATE_FILE
         self.state: dict[str, Any] | None = None
         if resume:
-            self.state = ckpt.load_training_state(state_path)
-            config = load_config(self.run_dir / ckpt.CONFIG_FILE, overrides)  # e.g. more threads
-        elif state_path.exists() or (self.run_dir / ckpt.WEIGHTS_FILE).exists():
+            self.state = self.folder.load_state()
+            config = load_config(self.folder.config, overrides)  # e.g. more threads
+        elif self.folder.holds_run():
             raise NlpRnnError(f"{self.run_dir} already holds a run: pass --resume to continue it, "
                               "or choose another --out")
         self.config = config
-        train = config.train
+        self._prepare_process()
+        self._load_task(resume)
+        self._build_model(resume)
+        self._build_optimisation()
+        self.progress = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": None, "bad_epochs": 0,
+                         "done": False, "seconds": 0.0, "sums": _empty_sums()}
+        if self.state is not None:
+            self._restore(self.state)
+
+    # -- setting up ---------------------------------------------------------------------------------
+
+    def _prepare_process(self) -> None:
+        """Threads, seed, device, malloc reuse and (under torchrun) the process group."""
+        train = self.config.train
         if train.num_threads:
             torch.set_num_threads(train.num_threads)
         seed_everything(train.seed)
@@ -133,18 +144,24 @@ class Trainer:
         distributed.setup(self.dist, self.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
+    def _load_task(self, resume: bool) -> None:
+        """The task with its data; tokenizers from the run (resume), from ``train.init_from``, or trained."""
+        config = self.config
+        task_class = get_task(config.task)
+        names = task_class.tokenizer_files(config)
         tokenizers = None
         if resume:
-            tokenizers = load_tokenizers(config, self.run_dir)
-        elif train.init_from:
-            tokenizers = _init_tokenizers(config, Path(train.init_from))
-        self.task = make_task(config, tokenizers)
+            tokenizers = load_tokenizers(names, self.run_dir)
+        elif config.train.init_from:
+            tokenizers = _init_tokenizers(names, Path(config.train.init_from))
+        self.task, self.data = task_class.for_training(config, tokenizers)
         if not resume and self.dist.is_main:
-            save_config(config, self.run_dir / ckpt.CONFIG_FILE)
-            for name, tokenizer in zip(tokenizer_files(config), self.task.tokenizers, strict=True):
-                atomic_write(self.run_dir / name, lambda temp, tokenizer=tokenizer: tokenizer.save(temp))
-            (self.run_dir / ckpt.LOG_FILE).unlink(missing_ok=True)
+            self.folder.write_config(config)
+            self.folder.write_tokenizers(names, self.task.tokenizers)
+            self.folder.clear_log()
 
+    def _build_model(self, resume: bool) -> None:
+        train = self.config.train
         seed_everything(train.seed)  # same initial weights whatever the data loading consumed
         self.model = self.task.build_model()
         if train.init_from and not resume:
@@ -157,20 +174,20 @@ class Trainer:
         self.step_module = _TaskStep(self.task, self.model)
         if self.dist.enabled:
             torch.manual_seed(train.seed + self.dist.rank)  # each rank its own dropout masks
-            # An LM step scores a random share of predictions, so a rare-word cluster may go unused.
             self.step_module = torch.nn.parallel.DistributedDataParallel(
                 self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=config.task == "language_model")
+                find_unused_parameters=self.task.unused_parameters)
+
+    def _build_optimisation(self) -> None:
+        """AdamW, the batches of an epoch and the learning-rate schedule."""
+        train = self.config.train
         self.optimizer = torch.optim.AdamW(_parameter_groups(self.model, train.weight_decay), lr=train.lr)
         world = self.dist.world_size  # every rank cuts the same global batches, then takes its share
-        self.sampler = self.task.sampler(replace(train, batch_size=train.batch_size * world,
-                                                 max_tokens=train.max_tokens and train.max_tokens * world))
+        self.sampler = self.task.sampler(self.data.train, replace(
+            train, batch_size=train.batch_size * world, max_tokens=train.max_tokens and train.max_tokens * world))
         self.steps_per_epoch = len(self.sampler.batches())
-        self.scheduler = _make_scheduler(self.optimizer, train, self.steps_per_epoch * train.epochs, config.metric)
-        self.progress = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": None, "bad_epochs": 0,
-                         "done": False, "seconds": 0.0, "sums": _empty_sums()}
-        if self.state is not None:
-            self._restore(self.state)
+        self.scheduler = _make_scheduler(self.optimizer, train, self.steps_per_epoch * train.epochs,
+                                         self.config.metric)
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -187,7 +204,7 @@ class Trainer:
             "progress": dict(self.progress),
             "rng": rng,
         }
-        ckpt.save_training_state(self.run_dir / ckpt.STATE_FILE, state)
+        self.folder.save_state(state)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -204,18 +221,13 @@ class Trainer:
         else:  # a rank the checkpoint did not have: a fresh stream of its own, not a copy of another rank's
             torch.manual_seed(self.config.train.seed + rank + self.progress["step"])
             random.seed(self.config.train.seed + rank + self.progress["step"])
-        # Drop log records written after the checkpoint: they will be written again.
-        log_path = self.run_dir / ckpt.LOG_FILE
-        if log_path.exists() and self.dist.is_main:
-            records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line]
-            kept = [r for r in records if r["step"] <= self.progress["step"]]
-            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept))
+        if self.dist.is_main:
+            self.folder.keep_log_until(self.progress["step"])
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        with open(self.run_dir / ckpt.LOG_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        self.folder.append_log(record)
 
     # -- loop ---------------------------------------------------------------------------------------
 
@@ -238,7 +250,8 @@ class Trainer:
         """Validate, keep the best weights, step the plateau schedule; True when training should stop."""
         train = self.config.train
         progress = self.progress
-        report = self.task.evaluate(self.model, self.device) if self.dist.is_main else None
+        report = self.task.evaluate(self.model, self.data.validation, self.device, train.eval_batch_size,
+                                    beam_size=1) if self.dist.is_main else None
         report = distributed.from_main(report, self.dist)  # every rank decides alike
         metric = self.config.metric
         sums = progress["sums"]
@@ -253,8 +266,8 @@ class Trainer:
         if _improved(value, progress["best"], metric):
             progress.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
             if self.dist.is_main:
-                ckpt.save_weights(self.run_dir / ckpt.WEIGHTS_FILE, self.model, self.task.metadata())
-                ckpt.write_json(self.run_dir / ckpt.METRICS_FILE, self._metrics(report))
+                self.folder.write_weights(self.model, self.task.metadata())
+                self.folder.write_metrics(self._metrics(report))
         else:
             progress["bad_epochs"] += 1
         if train.schedule == "plateau":
@@ -275,10 +288,9 @@ class Trainer:
         self._stop_agreed = False  # torchrun: some rank's signal, as voted after a step
         if progress["done"]:
             log.info("%s: training already finished", self.run_dir)
-            return json.loads((self.run_dir / ckpt.METRICS_FILE).read_text(encoding="utf-8"))
+            return self.folder.read_metrics()
         if self.command and self.dist.is_main:  # only commands that really train reach the model card
-            with open(self.run_dir / ckpt.COMMAND_FILE, "a", encoding="utf-8") as handle:
-                handle.write(self.command + "\n")
+            self.folder.append_command(self.command)
         self._in_step = False
         try:
             with _stop_signals(self):
@@ -300,12 +312,11 @@ class Trainer:
             raise TrainingInterrupted(f"training interrupted; continue from {where} with: "
                                       f"{launcher} train --resume --out {self.run_dir}") from None
         if self.dist.is_main:
-            records = [json.loads(line) for line in (self.run_dir / ckpt.LOG_FILE).read_text().splitlines() if line]
-            plot_learning_curve(records, self.run_dir / "learning_curve.png", self.task.logged[-1]
+            plot_learning_curve(self.folder.read_log(), self.folder.learning_curve, self.task.logged[-1]
                                 if self.config.metric == "loss" else self.config.metric)
-            self.task.after_training(self.model, self.run_dir, self.device)
+            self.task.after_training(self.model, self.folder, self.device, self.data.validation)
         distributed.barrier(self.dist)  # metrics.json is written
-        return json.loads((self.run_dir / ckpt.METRICS_FILE).read_text(encoding="utf-8"))
+        return self.folder.read_metrics()
 
     def _run_epoch(self, epoch: int) -> bool:
         train = self.config.train
@@ -323,7 +334,7 @@ class Trainer:
                 continue
             self._in_step = True
             started = time.perf_counter()
-            batch = self.task.collate([self.task.train[i] for i in distributed.shard(indices, self.dist)])
+            batch = self.task.collate([self.data.train[i] for i in distributed.shard(indices, self.dist)])
             loss, correct, count, grad_norm = self._train_step(batch)
             num_tokens = batch.num_tokens
             if self.dist.enabled:  # the whole step's figures: loss averaged like the gradients, counts summed
@@ -385,9 +396,9 @@ def _stop_signals(trainer: Trainer):
             signal.signal(sig, handler)
 
 
-def _init_tokenizers(config: Config, source: Path) -> list[Tokenizer]:
+def _init_tokenizers(names: list[str], source: Path) -> list[Tokenizer]:
     try:
-        return load_tokenizers(config, source)
+        return load_tokenizers(names, source)
     except NlpRnnError as err:
         raise NlpRnnError(f"train.init_from: {err} (init_from takes a run folder)") from None
 
@@ -397,7 +408,7 @@ def _init_weights(model: torch.nn.Module, source: Path) -> None:
 
     The head is re-initialised when the label sets differ in size; the tokenizer is the source run's.
     """
-    tensors, _ = ckpt.load_weights(source / ckpt.WEIGHTS_FILE)
+    tensors, _ = ckpt.load_weights(ckpt.RunFolder(source).weights)
     own = model.state_dict()
     matching = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
     if not any(k.startswith("encoder.") for k in matching):

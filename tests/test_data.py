@@ -4,6 +4,7 @@ import pytest
 
 from nlp_rnn.config import DataConfig
 from nlp_rnn.data import DataError, load_raw, load_splits, resolve_dataset
+from nlp_rnn.tasks import ClassificationTask
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +18,7 @@ def test_mirror_is_resolved_by_hub_id(monkeypatch, tmp_path):
 
 def test_imdb_splits_validation_carved_from_train_with_fixed_seed():
     config = DataConfig(dataset="stanfordnlp/imdb")
-    first, second = load_splits(config), load_splits(config)
+    first, second = load_splits(config, ClassificationTask), load_splits(config, ClassificationTask)
     assert first.label_names == ["neg", "pos"]
     assert len(first.train) + len(first.validation) == 25_000
     assert len(first.validation) == 2_500
@@ -29,7 +30,7 @@ def test_imdb_splits_validation_carved_from_train_with_fixed_seed():
 def test_sst2_uses_sentence_column_and_named_validation():
     config = DataConfig(dataset="stanfordnlp/sst2", text_column="sentence", test_split="validation",
                         validation_fraction=0.05)
-    splits = load_splits(config)
+    splits = load_splits(config, ClassificationTask)
     assert splits.label_names == ["negative", "positive"]
     assert len(splits.test) == 872
 
@@ -44,7 +45,7 @@ def test_rows_with_empty_text_are_dropped(tmp_path, monkeypatch, caplog):
     for split in ("train", "test"):
         datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / f"{split}.parquet"))
     monkeypatch.setenv("NLP_RNN_DATA_DIR", str(tmp_path))
-    splits = load_splits(DataConfig(dataset="me/tiny", validation_split="test"))
+    splits = load_splits(DataConfig(dataset="me/tiny", validation_split="test"), ClassificationTask)
     assert splits.train["text"] == ["good", "bad"]
     assert "dropped 3 of 5" in caplog.text
 
@@ -62,10 +63,11 @@ def test_unreachable_dataset_gives_one_clear_error(monkeypatch, tmp_path):
 
 def test_missing_split_or_column_is_named():
     with pytest.raises(DataError, match="no split 'dev'"):
-        load_splits(DataConfig(dataset="cornell-movie-review-data/rotten_tomatoes", validation_split="dev"))
+        load_splits(DataConfig(dataset="cornell-movie-review-data/rotten_tomatoes", validation_split="dev"),
+                    ClassificationTask)
     with pytest.raises(DataError, match="no column 'review'"):
         load_splits(DataConfig(dataset="cornell-movie-review-data/rotten_tomatoes", text_column="review",
-                               validation_split="validation"))
+                               validation_split="validation"), ClassificationTask)
 
 
 def test_data_dir_is_set_for_the_suite():

@@ -11,6 +11,7 @@ from nlp_rnn.batching import Collator
 from nlp_rnn.config import ConfigError, ModelConfig
 from nlp_rnn.data import load_splits
 from nlp_rnn.language_model import BidirectionalLM, adaptive_cutoffs
+from nlp_rnn.tasks import LanguageModelTask
 from tests.tiny import tiny_config
 
 
@@ -73,10 +74,10 @@ def test_bidirectional_lm_with_two_layers_is_refused():
 @pytest.mark.slow
 def test_train_split_joins_splits_with_plus():
     config = lm_config()
-    both = load_splits(config.data, "language_model")
+    both = load_splits(config.data, LanguageModelTask)
     assert both.train.column_names == ["text"] and len(both.train) == 512
     with pytest.raises(nlp_rnn.NlpRnnError, match="no split 'nope'"):
-        load_splits(tiny_config(data={"train_split": "train+nope"}).data)
+        load_splits(tiny_config(data={"train_split": "train+nope"}).data, LanguageModelTask)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import nlp_rnn
 from nlp_rnn.config import load_config
 from nlp_rnn.data import load_splits
 from nlp_rnn.predictor import TranslationPredictor
+from nlp_rnn.tasks import TranslationTask
 from nlp_rnn.training import TrainingInterrupted, train
 from tests.tiny import reversal_config
 
@@ -115,7 +116,7 @@ def test_separate_vocabularies_and_bahdanau_train(tmp_path, reversal_data):
 
 def test_multi30k_loads_with_the_hub_splits_and_columns():
     config = load_config("configs/translation/multi30k_de_en_gru.yaml")
-    splits = load_splits(config.data, "translation")
+    splits = load_splits(config.data, TranslationTask)
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (29000, 1014, 1000)
     assert splits.test[0] == {"de": "Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt.",
                               "en": "A man in an orange hat starring at something."}
@@ -130,7 +131,7 @@ def test_eng_fra_trains_with_a_config_change(tmp_path, monkeypatch):
                  "model.attention_size=8", "train.epochs=1", "train.progress=false", "train.num_threads=1",
                  "train.max_tokens=null", "train.batch_size=32"]
     config = load_config("configs/translation/eng_fra_gru.yaml", overrides)
-    splits = load_splits(config.data, "translation")
+    splits = load_splits(config.data, TranslationTask)
     assert len(splits.test) == 20 and set(splits.train.column_names) == {"en", "fr"}
     metrics = train(config, tmp_path / "eng_fra")
     assert metrics["best_epoch"] == 1 and "bleu" in metrics["validation"]
@@ -159,8 +160,9 @@ def test_validation_loss_is_plain_cross_entropy(reversal_data):
     config = reversal_config(reversal_data, train={"label_smoothing": 0.2})
     task = make_task(config)
     model = task.build_model().eval()
-    report = task.evaluate(model, torch.device("cpu"))
-    batch = task.collate([task.validation[i] for i in range(len(task.validation))])
+    report = task.evaluate(model, task.validation, torch.device("cpu"), batch_size=64, beam_size=1)
+    pairs = task.validation.pairs
+    batch = task.collate([pairs[i] for i in range(len(pairs))])
     with torch.no_grad():
         logits, _ = model(batch)
     expected = torch.nn.functional.cross_entropy(logits[batch.tgt_mask], batch.tgt_out[batch.tgt_mask])

@@ -1,0 +1,115 @@
+"""The ONNX graphs of the built-in models (``nlp-rnn export``; see :mod:`nlp_rnn.export` for the layout).
+
+A task's ``export_onnx`` calls :func:`export_classifier` or :func:`export_translator`; this module knows the
+models, not the tasks or run folders.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from nlp_rnn.cells import FUSED_CELLS
+from nlp_rnn.decoder import DecoderState, EncodedSource
+from nlp_rnn.errors import NlpRnnError
+
+OPSET = 17
+
+
+class ClassifierGraph(nn.Module):
+    """The classifier on plain tensors: (input_ids, lengths) -> logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, lengths: Tensor) -> Tensor:
+        pooled, _ = self.model.pooling(self.model.encoder(input_ids, lengths))
+        return self.model.head(pooled)  # (batch, labels)
+
+
+class EncoderGraph(nn.Module):
+    """``Translator.encode`` flattened to tensors: (src, src_lengths) -> values, keys, mask, hidden, attentional."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
+        source = self.model.encode(src, src_lengths)
+        return source.values, source.keys, source.mask, source.initial_state.hidden, source.initial_state.attentional
+
+
+class DecoderStepGraph(nn.Module):
+    """``Translator.decode_step`` flattened to tensors, with log-probabilities for search."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, prev_tokens: Tensor, hidden: Tensor, attentional: Tensor, values: Tensor, keys: Tensor,
+                mask: Tensor) -> tuple[Tensor, ...]:
+        state = DecoderState(hidden, attentional)
+        step = self.model.decode_step(prev_tokens, state, EncodedSource(values, keys, mask, state))
+        log_probs = step.logits.float().log_softmax(-1)  # (batch, vocab)
+        return log_probs, step.state.hidden, step.state.attentional, step.attention
+
+
+def _export(graph: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: dict[str, dict[int, str]],
+            outputs: dict[str, dict[int, str]], opset: int) -> Path:
+    temp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings():
+        # The legacy exporter warns that it is legacy, and that an LSTM exported without initial states may
+        # not take other batch sizes; ours does (tested with several batch sizes against PyTorch).
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph.eval(), args, str(temp), input_names=list(inputs), output_names=list(outputs),
+                          dynamic_axes={**inputs, **outputs}, opset_version=opset, dynamo=False)
+    temp.replace(path)
+    return path
+
+
+def _example_ids(batch: int, length: int) -> tuple[Tensor, Tensor]:
+    """Example inputs for tracing: ids >= 4 (no special tokens), the second row shorter and padded."""
+    lengths = torch.tensor([length] + [max(1, length - 2)] * (batch - 1))
+    ids = torch.arange(length).add(4).repeat(batch, 1)  # (batch, length)
+    ids = ids * (torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1))
+    return ids, lengths
+
+
+def _check_exportable(encoder: nn.Module) -> None:
+    if encoder.cell not in FUSED_CELLS:
+        raise NlpRnnError(f"ONNX export supports the cells {', '.join(FUSED_CELLS)} (ONNX has RNN, LSTM and GRU "
+                          f"operators); {encoder.cell!r} steps in a Python loop, which a graph would fix to one length")
+
+
+def export_classifier(model: nn.Module, out: Path, opset: int = OPSET) -> list[Path]:
+    """``classifier.onnx`` in ``out`` from a SentimentClassifier (float32, any fused cell and pooling)."""
+    _check_exportable(model.encoder)
+    ids, lengths = _example_ids(2, 7)
+    batch_len = {0: "batch", 1: "length"}
+    return [_export(ClassifierGraph(model), (ids, lengths), out / "classifier.onnx",
+                    {"input_ids": batch_len, "lengths": {0: "batch"}}, {"logits": {0: "batch"}}, opset)]
+
+
+def export_translator(model: nn.Module, out: Path, opset: int = OPSET) -> list[Path]:
+    """``encoder.onnx`` and ``decoder_step.onnx`` in ``out`` from a Translator (float32)."""
+    _check_exportable(model.encoder)
+    src, src_lengths = _example_ids(2, 7)
+    encoder = EncoderGraph(model)
+    source_axes = {0: "batch", 1: "src_len"}
+    state_axes = {"hidden": {1: "batch"}, "attentional": {0: "batch"}}
+    written = [_export(encoder, (src, src_lengths), out / "encoder.onnx",
+                       {"src": source_axes, "src_lengths": {0: "batch"}},
+                       {"values": source_axes, "keys": source_axes, "mask": source_axes, **state_axes}, opset)]
+    with torch.no_grad():
+        values, keys, mask, hidden, attentional = encoder.eval()(src, src_lengths)
+    prev_tokens = torch.tensor([2, 5])
+    written.append(_export(
+        DecoderStepGraph(model), (prev_tokens, hidden, attentional, values, keys, mask), out / "decoder_step.onnx",
+        {"prev_tokens": {0: "batch"}, **state_axes, "values": source_axes, "keys": source_axes, "mask": source_axes},
+        {"log_probs": {0: "batch"}, "next_hidden": {1: "batch"}, "next_attentional": {0: "batch"},
+         "attention": source_axes}, opset))
+    return written

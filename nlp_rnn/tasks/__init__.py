@@ -1,0 +1,68 @@
+"""Tasks as plugins: ``config.task`` names a registered :class:`Task`, which owns everything that differs.
+
+Built in: ``classification`` (the sentiment classifier), ``translation`` (the GRU encoder-decoder) and
+``language_model`` (pretraining the classifier's encoder). A user's task is one module::
+
+    from nlp_rnn.tasks import register_task
+    from nlp_rnn.tasks.classification import ClassificationTask
+
+    @register_task("my_task")
+    class MyTask(ClassificationTask):
+        ...
+
+imported with ``nlp-rnn --plugin my_module train ...`` (or ``import my_module`` before ``nlp_rnn.load``).
+"""
+
+from __future__ import annotations
+
+from nlp_rnn.config import register_task_config
+from nlp_rnn.errors import NlpRnnError
+from nlp_rnn.tasks.base import Task, TrainingData
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(name: str):
+    """Class decorator: make ``task: <name>`` in a config mean this :class:`Task` subclass."""
+
+    def register(cls: type[Task]) -> type[Task]:
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise TypeError(f"register_task({name!r}) decorates a Task subclass, not {cls!r}")
+        cls.name = name
+        TASKS[name] = cls
+        register_task_config(name, cls.model_config, cls.metrics, cls.check_config)
+        return cls
+
+    return register
+
+
+def get_task(name: str) -> type[Task]:
+    if name not in TASKS:
+        raise NlpRnnError(f"task {name!r} is not registered (known: {', '.join(TASKS)}); a plugin task needs its "
+                          "module imported: nlp-rnn --plugin MODULE ...")
+    return TASKS[name]
+
+
+def make_task(config, tokenizers=None):
+    """The task of ``config`` with its training data loaded (kept for code written against the old module)."""
+    task, data = get_task(config.task).for_training(config, tokenizers)
+    task.train, task.validation = data.train, data.validation
+    return task
+
+
+def require(predictor, name: str, what: str) -> None:
+    """One clear error when ``predictor`` (from ``nlp_rnn.load``) is not a ``name`` model, for ``what`` needs one."""
+    if not isinstance(predictor.task, get_task(name)):  # a subclass of the task (a plugin's variant) will do
+        raise NlpRnnError(f"{predictor.run_dir}: not a {name} run folder ({what} needs one; this is "
+                          f"{predictor.task.name})")
+
+
+# The built-in tasks register themselves on import.
+from nlp_rnn.tasks import classification, translation, language_model  # noqa: E402, I001  (the order of the choice list)
+from nlp_rnn.tasks.classification import ClassificationTask, encode_classification  # noqa: E402
+from nlp_rnn.tasks.language_model import LanguageModelTask  # noqa: E402
+from nlp_rnn.tasks.translation import TranslationTask, encode_pairs, teacher_forcing_ratio  # noqa: E402
+
+__all__ = ["TASKS", "Task", "TrainingData", "ClassificationTask", "LanguageModelTask", "TranslationTask",
+           "encode_classification", "encode_pairs", "get_task", "make_task", "register_task", "require",
+           "teacher_forcing_ratio", "classification", "language_model", "translation"]

@@ -1,0 +1,256 @@
+"""Text -> label: the recurrent sentiment classifier (``task: classification``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, TypedDict
+
+import datasets
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+
+from nlp_rnn import checkpoint as ckpt
+from nlp_rnn.batching import Collator, EncodedDataset
+from nlp_rnn.classifier import SentimentClassifier
+from nlp_rnn.config import Config, DataConfig, ModelConfig
+from nlp_rnn.errors import NlpRnnError
+from nlp_rnn.evaluation import evaluate_classifier, predict_logits
+from nlp_rnn.tasks import register_task
+from nlp_rnn.tasks.base import Task, check_cell, has_text
+from nlp_rnn.tokenization import PAD_ID, encode_texts, require_tokens, train_tokenizer, truncate
+
+log = logging.getLogger(__name__)
+
+
+class Prediction(TypedDict):
+    label: str
+    score: float  # probability of ``label``
+    scores: dict[str, float]  # every class's probability
+
+
+class Explanation(TypedDict):
+    prediction: Prediction
+    method: str  # "attention" (pooling weights, sum to 1) or "gradient x input" (signed, toward the label)
+    tokens: list[str]  # the tokens the model read, after truncation
+    scores: list[float]  # one per token
+    spans: list[tuple[int, int]]  # each token's (start, end) character offsets in the original text
+    truncated: bool  # tokens were cut to the model's max length
+
+
+class SentimentPredictor:
+    """A trained classifier with its tokenizer; thread-safe for concurrent ``predict`` calls."""
+
+    def __init__(self, config: Config, tokenizer: Tokenizer, model: torch.nn.Module, labels: list[str],
+                 run_dir: Path, explain_model: torch.nn.Module | None = None, task: Task | None = None) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.model = model.eval()
+        # gradient x input needs gradients through the encoder, which int8 kernels do not give: a float copy
+        self.explain_model = (explain_model or model).eval()
+        self.labels = labels
+        self.run_dir = run_dir
+        self.device = next(model.parameters()).device
+        self.task = task or ClassificationTask(config, [tokenizer], {"labels": list(labels)})
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        if isinstance(texts, str):
+            raise TypeError("predict takes a list of texts; wrap a single text in a list")
+        data = self.config.data
+        ids = encode_texts(self.tokenizer, [str(t) for t in texts], data.max_length, data.truncation,
+                           data.head_fraction)
+        require_tokens(ids)
+        return ids
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """(len(texts), num_labels) class probabilities."""
+        if not texts:
+            return torch.empty(0, len(self.labels))
+        dataset = EncodedDataset(self.encode(texts))
+        with torch.inference_mode():
+            logits = predict_logits(self.model, dataset, batch_size, self.device)
+        return logits.softmax(-1)
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[Prediction]:
+        results = []
+        for row in self.predict_proba(texts, batch_size).tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append(Prediction(label=self.labels[best], score=row[best],
+                                      scores=dict(zip(self.labels, row, strict=True))))
+        return results
+
+    def explain(self, text: str) -> Explanation:
+        """Which tokens drove the prediction for one text: attention-pooling weights when the model pools
+        with attention, else gradient x input toward the predicted label. Spans index into ``text``."""
+        data = self.config.data
+        encoding = self.tokenizer.encode(str(text), add_special_tokens=False)
+        kept = truncate(list(range(len(encoding.ids))), data.max_length, data.truncation, data.head_fraction)
+        if not kept:
+            raise NlpRnnError("the text has no tokens (empty or whitespace only)")
+        ids = [encoding.ids[i] for i in kept]
+        batch = Collator(PAD_ID)([{"input_ids": ids}]).to(self.device)
+        model = self.explain_model
+        with torch.inference_mode():
+            pooled, weights = model.pool(batch)
+            probabilities = model.head(pooled).softmax(-1)[0].float()
+        best = int(probabilities.argmax())
+        if weights is not None:
+            method, scores = "attention", weights[0]
+        else:
+            labels = torch.tensor([best], device=self.device)
+            method, scores = "gradient x input", model.gradient_x_input(batch, labels)[0]
+        row = probabilities.tolist()
+        return Explanation(
+            prediction=Prediction(label=self.labels[best], score=row[best],
+                                  scores=dict(zip(self.labels, row, strict=True))),
+            method=method, tokens=[encoding.tokens[i] for i in kept], scores=scores.float().tolist(),
+            spans=[encoding.offsets[i] for i in kept], truncated=len(kept) < len(encoding.ids))
+
+
+def encode_classification(split, tokenizer: Tokenizer, config: Config) -> EncodedDataset:
+    """Token ids (truncated as configured) and labels; texts that normalise to nothing (only "<br />") are left
+    out, in validation and evaluation alike."""
+    data = config.data
+    ids = encode_texts(tokenizer, split[data.text_column], data.max_length, data.truncation, data.head_fraction)
+    keep = [i for i, row in enumerate(ids) if row]
+    if len(keep) < len(ids):
+        log.info("left out %d of %d texts with no tokens", len(ids) - len(keep), len(ids))
+    return EncodedDataset([ids[i] for i in keep], [split[data.label_column][i] for i in keep])
+
+
+@register_task("classification")
+class ClassificationTask(Task):
+    """Text -> one label of a fixed set (the dataset's ``ClassLabel`` names)."""
+
+    model_config = ModelConfig
+    metrics = ("accuracy", "macro_f1", "loss")
+    unit = "examples"  # what evaluate counts
+    logged = ("loss", "accuracy", "macro_f1")
+    kept = ("loss", "accuracy", "macro_f1", "per_class", "confusion_matrix")
+    onnx_runner = "classifier"
+    card_hint = "Test metrics: `nlp-rnn evaluate <this folder> --split test` on this folder's own weights."
+
+    @classmethod
+    def check_config(cls, config: Config, errors: list[str]) -> None:
+        check_cell(config, "cell", errors)
+
+    @classmethod
+    def columns(cls, data: DataConfig) -> tuple[str, ...]:
+        return data.text_column, data.label_column
+
+    @classmethod
+    def keep_row(cls, row: dict[str, Any], columns: tuple[str, ...]) -> bool:
+        text, label = columns
+        return has_text(row[text]) and row[label] is not None and row[label] != -1
+
+    @classmethod
+    def label_column(cls, data: DataConfig) -> str | None:
+        return data.label_column
+
+    @classmethod
+    def train_tokenizers(cls, config: Config, train: datasets.Dataset) -> list[Tokenizer]:
+        return [train_tokenizer(train[config.data.text_column], config.tokenizer)]
+
+    @classmethod
+    def metadata_from(cls, config: Config, tokenizers: list[Tokenizer], label_names: list[str]) -> dict[str, Any]:
+        return {"task": cls.name, "labels": list(label_names), "vocab_size": tokenizers[0].get_vocab_size()}
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.tokenizers[0]
+
+    @property
+    def label_names(self) -> list[str]:
+        labels = self.meta.get("labels")
+        if not labels:
+            raise NlpRnnError(f"no label names in the {ckpt.WEIGHTS_FILE} metadata")
+        return list(labels)
+
+    @property
+    def collate(self) -> Collator:
+        return Collator(PAD_ID)
+
+    def encode(self, split: datasets.Dataset) -> EncodedDataset:
+        return encode_classification(split, self.tokenizer, self.config)
+
+    def build_model(self) -> nn.Module:
+        return SentimentClassifier(self.config.model, self.tokenizer.get_vocab_size(), len(self.label_names),
+                                   PAD_ID, self.config.train.label_smoothing)
+
+    def forward(self, model: nn.Module, batch, step: int, total_steps: int) -> tuple[torch.Tensor, int, int]:
+        logits, loss = model(batch, targets=batch.labels)
+        return loss, int((logits.argmax(-1) == batch.labels).sum()), len(batch.labels)
+
+    def evaluate(self, model: nn.Module, data: EncodedDataset, device: torch.device, batch_size: int,
+                 beam_size: int | None = None) -> dict[str, Any]:
+        """Loss, accuracy, macro-F1, per-class scores, confusion matrix, examples/s."""
+        return evaluate_classifier(model, data, self.label_names, batch_size, device, self.config.train.amp)
+
+    # -- a trained model -----------------------------------------------------------------------------------
+
+    def predictor(self, model: nn.Module, run_dir: Path, explain_model: nn.Module | None = None):
+        return SentimentPredictor(self.config, self.tokenizer, model, self.label_names, run_dir,
+                                  explain_model=explain_model, task=self)
+
+    def predict(self, predictor, texts: list[str], beam_size: int | None = None, n_best: int = 1) -> list[dict]:
+        return predictor.predict(texts)
+
+    def prediction_line(self, result: dict) -> str:
+        return f"{result['label']}\t{result['score']:.4f}"
+
+    def write_evaluation(self, report: dict[str, Any], data: Any, out: Path) -> list[str]:
+        from nlp_rnn.plots import plot_confusion_matrix
+
+        labels = self.label_names
+        ckpt.write_json(out / ckpt.METRICS_FILE, report)
+        plot_confusion_matrix(report["confusion_matrix"], labels, out / "confusion_matrix.png")
+        lines = [f"  {name:>12}: precision {scores['precision']:.4f} recall {scores['recall']:.4f} "
+                 f"f1 {scores['f1']:.4f} support {scores['support']}" for name, scores in report["per_class"].items()]
+        return [f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+                f"{report['examples_per_second']:.0f} examples/s", *lines,
+                f"confusion matrix (rows true, columns predicted {labels}): {report['confusion_matrix']}"]
+
+    def card(self, run: ckpt.RunFolder, config: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+        data, model, train = config["data"], config["model"], config["train"]
+        direction = "bidirectional " if model["bidirectional"] else ""
+        validation_split = f"split {data['validation_split']!r}" if data["validation_split"] else "carved from train"
+        lines = [
+            f"# {data['dataset']}: {direction}{model['cell']} classifier",
+            "",
+            f"- **Data**: `{data['dataset']}` (text `{data['text_column']}`, label `{data['label_column']}`), "
+            f"validation {validation_split}, reported on split `{data['test_split']}`; texts truncated to "
+            f"{data['max_length']} tokens ({data['truncation']}).",
+            f"- **Tokenizer**: {config['tokenizer']['type']}-level, {self._vocabulary(run):,} types, "
+            f"trained on the training split only.",
+            f"- **Model**: embedding {model['embedding_dim']} -> {model['num_layers']} x {direction}{model['cell']} "
+            f"{model['hidden_size']} -> {model['pooling']} pooling -> linear; "
+            f"{metrics.get('num_parameters', 0):,} parameters.",
+            f"- **Training**: AdamW lr {train['lr']}, {train['schedule']} schedule, batch {train['batch_size']}, "
+            f"up to {train['epochs']} epochs, best epoch {metrics.get('best_epoch')} by validation "
+            f"{metrics.get('metric') or self.config.metric}.",
+            "",
+            "| split | examples | accuracy | macro-F1 |",
+            "|---|---|---|---|",
+        ]
+        validation = metrics.get("validation")
+        if validation:
+            count = sum(map(sum, validation["confusion_matrix"]))
+            lines.append(f"| validation | {count:,} | {validation['accuracy']:.4f} | {validation['macro_f1']:.4f} |")
+        for folder in sorted(run.evaluation().glob("*")):
+            report = ckpt.read_json(folder / ckpt.METRICS_FILE)
+            if report:
+                lines.append(f"| {folder.name} ({data['test_split'] if folder.name == 'test' else folder.name}) | "
+                             f"{report['num_examples']:,} | {report['accuracy']:.4f} | {report['macro_f1']:.4f} |")
+        return lines
+
+    def _vocabulary(self, run: ckpt.RunFolder) -> int:
+        return run.vocabulary_sizes(self.tokenizer_files(self.config))[0]
+
+    def export_onnx(self, model: nn.Module, out: Path, opset: int) -> list[Path]:
+        from nlp_rnn.onnx_graphs import export_classifier
+
+        return export_classifier(model, out, opset)
+
+    def onnx_manifest(self) -> dict[str, Any]:
+        return {"labels": self.label_names}
