@@ -78,12 +78,14 @@ def _scored(count: int, unit: str, max_examples: int | None) -> str:
     return f"{count:,} {unit}" + (f" (--max-examples {max_examples})" if max_examples is not None else "")
 
 
-def _load(args: argparse.Namespace):
-    """``nlp_rnn.load`` on ``--device``, with a bad device named as the option the user typed."""
-    import nlp_rnn
+def _load(args: argparse.Namespace, predictor: bool = True):
+    """``nlp_rnn.load`` on ``--device`` (or, ``predictor=False``, the task and the model), with a bad device
+    named as the option the user typed."""
+    from nlp_rnn.predictor import load, load_model
     from nlp_rnn.runtime import select_device
 
-    return nlp_rnn.load(args.run_dir, device=select_device(args.device))
+    device = select_device(args.device)
+    return load(args.run_dir, device=device) if predictor else load_model(args.run_dir, device)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -91,20 +93,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     from nlp_rnn.checkpoint import RunFolder
     from nlp_rnn.data import load_eval_split
 
-    predictor = _load(args)
-    task, config = predictor.task, predictor.config
+    task, model = _load(args, predictor=False)
+    config, device = task.config, next(model.parameters()).device
     out = Path(args.out) if args.out else RunFolder(args.run_dir).evaluation(args.split)
     split = load_eval_split(config.data, args.split, type(task), args.max_examples)
     data = task.encode(split)
-    report = task.evaluate(predictor.model, data, predictor.device, args.batch_size, beam_size=args.beam)
+    report = task.evaluate(model, data, device, args.batch_size, beam_size=args.beam)
     report.update(split=args.split, dataset=config.data.dataset, run_dir=str(args.run_dir),
-                  max_examples=args.max_examples, device=str(predictor.device))
+                  max_examples=args.max_examples, device=str(device))
     first, *lines = task.write_evaluation(report, data, out)
     if args.json:
         print(json.dumps(report))
         return 0
     print(f"{config.data.dataset} [{args.split}] {_scored(len(data), task.unit, args.max_examples)}: {first} "
-          f"on {predictor.device}")
+          f"on {device}")
     for line in lines:
         print(line)
     print(f"written to {out}")

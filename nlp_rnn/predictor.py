@@ -17,7 +17,6 @@ import torch
 
 from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.checkpoint import load_tokenizers
-from nlp_rnn.config import Config
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.runtime import select_device
 from nlp_rnn.tasks import get_task
@@ -27,11 +26,7 @@ from nlp_rnn.tasks.translation import Candidate, Translation, TranslationPredict
 log = logging.getLogger(__name__)
 
 __all__ = ["Candidate", "Explanation", "Prediction", "SentimentPredictor", "Translation", "TranslationPredictor",
-           "load", "quantize_int8"]
-
-
-def _read_config(run_dir: Path) -> Config:
-    return ckpt.RunFolder(run_dir).read_config()
+           "load", "load_model", "quantize_int8"]
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -45,6 +40,22 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         return quantize_dynamic(model.float(), {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
 
 
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """A run folder's task (its config, tokenizers and metadata) and its model with the trained weights, on
+    ``device``: what :func:`load` wraps in a predictor, and what ``nlp-rnn evaluate`` scores (a language model
+    has no predictor, but it has a perplexity)."""
+    run = ckpt.RunFolder(path)
+    config = run.read_config()
+    task_class = get_task(config.task)
+    tokenizers = load_tokenizers(task_class.tokenizer_files(config), run.path)
+    tensors, metadata = ckpt.load_weights(run.weights)
+    task = task_class(config, tokenizers, metadata)
+    task.check_tokenizers(run.path)
+    model = task.build_model()
+    ckpt.load_into(model, tensors, run.weights)
+    return task, model.to(select_device(str(device), "device")).eval()
+
+
 def load(path: str | Path, device: str | torch.device = "cpu", quantize: bool = False):
     """Rebuild a trained model from its run folder (config.yaml, tokenizer file(s), model.safetensors) and return
     its task's predictor.
@@ -52,21 +63,12 @@ def load(path: str | Path, device: str | torch.device = "cpu", quantize: bool = 
     ``device``: ``cpu`` (the default), ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (CUDA when available); hardware
     that is not there is one :class:`NlpRnnError`. ``quantize=True`` runs the model with dynamic int8
     quantization (:func:`quantize_int8`), which is CPU only (``auto`` then means the CPU)."""
-    run_dir = Path(path)
     if quantize and str(device) == "auto":
         device = "cpu"
     device = select_device(str(device), "device")
     if quantize and device.type != "cpu":
         raise NlpRnnError(f"quantize=True runs on the CPU (dynamic int8 kernels), not on {device}")
-    config = _read_config(run_dir)
-    task_class = get_task(config.task)
-    tokenizers = load_tokenizers(task_class.tokenizer_files(config), run_dir)
-    run = ckpt.RunFolder(run_dir)
-    tensors, metadata = ckpt.load_weights(run.weights)
-    task = task_class(config, tokenizers, metadata)
-    task.check_tokenizers(run_dir)
-    model = task.build_model()
-    ckpt.load_into(model, tensors, run.weights)
+    task, model = load_model(path, device)
     if quantize:
-        return task.predictor(quantize_int8(model), run_dir, explain_model=model)
-    return task.predictor(model.to(device), run_dir)
+        return task.predictor(quantize_int8(model), Path(path), explain_model=model)
+    return task.predictor(model, Path(path))
