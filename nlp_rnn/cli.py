@@ -82,7 +82,7 @@ def _evaluate_translation(predictor, args: argparse.Namespace, out: Path) -> int
     seconds = time.perf_counter() - started
     hypotheses = [t["translation"] for t in translations]
     report = score_translations(hypotheses, split[target_column])
-    report.update(split=args.split, dataset=config.data.dataset, run_dir=str(args.run_dir), beam_size=beam,
+    report.update(split=args.split, dataset=config.data.source, run_dir=str(args.run_dir), beam_size=beam,
                   max_examples=args.max_examples, device=str(predictor.device),
                   sentences_per_second=len(hypotheses) / seconds if seconds > 0 else float("inf"))
     write_json(out / f"metrics.beam{beam}.json", report)  # greedy and beam results side by side
@@ -127,11 +127,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation" / args.split
     if predictor.config.task == "translation":
         return _evaluate_translation(predictor, args, out)
-    split = load_eval_split(predictor.config.data, args.split, max_examples=args.max_examples)
+    split = load_eval_split(predictor.config.data, args.split, max_examples=args.max_examples,
+                            label_names=predictor.labels)
     dataset = encode_classification(split, predictor.tokenizer, predictor.config)
     labels = predictor.labels
     report = evaluate_classifier(predictor.model, dataset, labels, args.batch_size, predictor.device)
-    report.update(split=args.split, dataset=predictor.config.data.dataset, run_dir=str(args.run_dir),
+    report.update(split=args.split, dataset=predictor.config.data.source, run_dir=str(args.run_dir),
                   max_examples=args.max_examples, device=str(predictor.device))
     write_json(out / "metrics.json", report)
     plot_confusion_matrix(report["confusion_matrix"], labels, out / "confusion_matrix.png")

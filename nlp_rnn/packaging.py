@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from nlp_rnn import checkpoint as ckpt
+from nlp_rnn.config import describe_source
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.io import atomic_write_text
 
@@ -55,10 +56,11 @@ def translation_card(run_dir: Path, config: dict, metrics: dict) -> str:
     feeding = ", input feeding" if model["input_feeding"] else ""
     tied = ", tied output embeddings" if model["tie_embeddings"] else ""
     batch = f"{train['max_tokens']:,} padded tokens" if train["max_tokens"] else f"{train['batch_size']} pairs"
+    source = describe_source(data["dataset"], data.get("data_files"))
     lines = [
-        f"# {data['dataset']}: {data['source_column']} -> {data['target_column']} GRU encoder-decoder with attention",
+        f"# {source}: {data['source_column']} -> {data['target_column']} GRU encoder-decoder with attention",
         "",
-        f"- **Data**: `{data['dataset']}` (`{data['source_column']}` -> `{data['target_column']}`); training pairs "
+        f"- **Data**: `{source}` (`{data['source_column']}` -> `{data['target_column']}`); training pairs "
         f"longer than {data['max_length']} subwords left out, longer inputs cut at prediction time.",
         f"- **Tokenizer**: {tokenizer['type']}, {vocabulary}, "
         f"{'lowercased' if tokenizer['lowercase'] else 'cased'}, trained on the training split only.",
@@ -98,10 +100,13 @@ def model_card(run_dir: Path) -> str:
         return translation_card(run_dir, config, metrics)
     data, model, train = config["data"], config["model"], config["train"]
     direction = "bidirectional " if model["bidirectional"] else ""
+    source = describe_source(data["dataset"], data.get("data_files"))
+    labels = ", ".join(f"`{name}`" for name in (metrics.get("validation") or {}).get("per_class", {}))
     lines = [
-        f"# {data['dataset']}: {direction}{model['cell']} classifier",
+        f"# {source}: {direction}{model['cell']} classifier",
         "",
-        f"- **Data**: `{data['dataset']}` (text `{data['text_column']}`, label `{data['label_column']}`), "
+        f"- **Data**: `{source}` (text `{data['text_column']}`, label `{data['label_column']}`"
+        f"{': ' + labels if labels else ''}), "
         f"validation {'split ' + repr(data['validation_split']) if data['validation_split'] else 'carved from train'}"
         f", reported on split `{data['test_split']}`; texts truncated to {data['max_length']} tokens "
         f"({data['truncation']}).",
