@@ -2,7 +2,9 @@
 
 ``load_splits(config)`` returns train / validation / test splits with the configured text and label
 columns. A hub id (``stanfordnlp/imdb``) is loaded from ``$NLP_RNN_DATA_DIR/<hub id>`` when that folder
-exists (an offline mirror with the hub's splits and columns), else from the hub.
+exists (an offline mirror with the hub's splits and columns), else from the hub. A user's own files (a folder,
+or ``data.data_files``) are read split by split, so every problem names its file. Classification labels leave
+here as a ``ClassLabel`` column: string and integer labels are named from the training split.
 """
 
 from __future__ import annotations
@@ -67,10 +69,11 @@ class _Raw:
     def where(self, split: str) -> str:
         """``/data/test.csv (split 'test')``, or ``split 'train' of dataset 'stanfordnlp/imdb'`` for hub data."""
         files = [path for part in split.split("+") for path in self.files.get(part, [])]
-        if not files:
-            return f"split {split!r} of {self.name}"
-        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more files" if len(files) > 3 else "")
-        return f"{shown} (split {split!r})"
+        return f"{_shown(files)} (split {split!r})" if files else f"split {split!r} of {self.name}"
+
+
+def _shown(paths: list) -> str:
+    return ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more files" if len(paths) > 3 else "")
 
 
 def _extension(path: str) -> str:
@@ -159,11 +162,12 @@ def _load(dataset: str, config_name: str | None = None,
     try:
         loaded = datasets.load_dataset(resolve_dataset(dataset), config_name)
     except Exception as err:  # noqa: BLE001 - datasets raises many types; all mean "cannot load"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         where = os.environ.get(DATA_DIR_VARIABLE)
         hint = (f"${DATA_DIR_VARIABLE}={where} has no folder {dataset}" if where
                 else f"${DATA_DIR_VARIABLE} is not set")
         raise DataError(
-            f"cannot load dataset {dataset!r}: {_reason(err)} ({hint}). Set {DATA_DIR_VARIABLE} to a folder that "
+            f"cannot load dataset {dataset!r}: {reason} ({hint}). Set {DATA_DIR_VARIABLE} to a folder that "
             "mirrors hub ids (e.g. ../shared/data/hf), or connect to the Hugging Face Hub."
         ) from None
     if not isinstance(loaded, datasets.DatasetDict):
@@ -174,7 +178,7 @@ def _load(dataset: str, config_name: str | None = None,
 def _read_files(split: str, paths: list[str]) -> tuple[datasets.Dataset, list[str]]:
     """One split of a user's files through the ``datasets`` reader their extension names; and the files read."""
     module, options = _builder_for({split: paths})
-    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more files" if len(paths) > 3 else "")
+    shown = _shown(paths)
     try:
         builder = datasets.load_dataset_builder(module, data_files={split: paths}, **options)
         builder.download_and_prepare()
