@@ -96,16 +96,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     task, model = _load(args, predictor=False)
     config, device = task.config, next(model.parameters()).device
     out = Path(args.out) if args.out else RunFolder(args.run_dir).evaluation(args.split)
-    split = load_eval_split(config.data, args.split, type(task), args.max_examples)
+    split = load_eval_split(config.data, args.split, type(task), args.max_examples, label_names=task.labels)
     data = task.encode(split)
     report = task.evaluate(model, data, device, args.batch_size, beam_size=args.beam)
-    report.update(split=args.split, dataset=config.data.dataset, run_dir=str(args.run_dir),
+    report.update(split=args.split, dataset=config.data.source, run_dir=str(args.run_dir),
                   max_examples=args.max_examples, device=str(device))
     first, *lines = task.write_evaluation(report, data, out)
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{config.data.dataset} [{args.split}] {_scored(len(data), task.unit, args.max_examples)}: {first} "
+    print(f"{config.data.source} [{args.split}] {_scored(len(data), task.unit, args.max_examples)}: {first} "
           f"on {device}")
     for line in lines:
         print(line)

@@ -53,6 +53,9 @@ class DataConfig:
 
     dataset: str = "stanfordnlp/imdb"  # hub id (resolved under $NLP_RNN_DATA_DIR when that mirror has it) or a folder
     config_name: str | None = None
+    # Files instead of ``dataset``: split name -> a path, a glob or a list of them (``{train: a.csv, test: b.csv}``);
+    # the format follows the extension (csv, tsv, json, jsonl, parquet, txt), as datasets reads a folder.
+    data_files: dict[str, str | list[str]] | None = None
     text_column: str = "text"  # classification
     label_column: str = "label"  # classification
     source_column: str = "de"  # translation
@@ -69,6 +72,19 @@ class DataConfig:
     detokenize_ptb: bool = False  # undo Penn Treebank tokenization ("does n't" -> "doesn't"; SST) to match raw text
     max_train_examples: int | None = _bounded(None, 1)  # for smoke tests and quick experiments
     max_eval_examples: int | None = _bounded(None, 1)
+
+    @property
+    def source(self) -> str:
+        """What the examples are read from, for reports: the dataset, or the data files by split."""
+        return describe_source(self.dataset, self.data_files)
+
+
+def describe_source(dataset: str, data_files: dict[str, Any] | None) -> str:
+    """``stanfordnlp/imdb``, or ``train: /data/train.csv; test: /data/test.csv`` for ``data.data_files``."""
+    if not data_files:
+        return dataset
+    return "; ".join(f"{split}: {', '.join([paths] if isinstance(paths, str) else paths)}"
+                     for split, paths in data_files.items())
 
 
 @dataclass(frozen=True)
@@ -248,26 +264,54 @@ def import_plugins(names: list[str]) -> None:
 # Checking and building
 
 
+def _options(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _fits(value: Any, option: Any) -> bool:
+    """Whether ``value`` (read from YAML) is an ``option``: a scalar type, ``list[...]`` or ``dict[str, ...]``."""
+    origin = typing.get_origin(option)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, o) for o in typing.get_args(option))
+    if origin is list:
+        (item,) = typing.get_args(option)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if origin is dict:
+        key, item = typing.get_args(option)
+        return isinstance(value, dict) and bool(value) and all(_fits(k, key) and _fits(v, item)
+                                                               for k, v in value.items())
+    if option is type(None):
+        return value is None
+    if option is bool or isinstance(value, bool):
+        return option is bool and isinstance(value, bool)
+    if option is float:
+        return isinstance(value, (int, float))
+    return option in (int, str) and isinstance(value, option)
+
+
+def _hint_name(option: Any) -> str:
+    origin = typing.get_origin(option)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_hint_name(o) for o in typing.get_args(option))
+    if origin is list:
+        return f"a list of {_hint_name(typing.get_args(option)[0])}"
+    if origin is dict:
+        key, item = typing.get_args(option)
+        item_name = _hint_name(item)
+        if typing.get_origin(item) in (typing.Union, types.UnionType):
+            item_name = f"({item_name})"
+        return f"a non-empty mapping of {_hint_name(key)} to {item_name}"
+    return "null" if option is type(None) else option.__name__
+
+
 def _type_error(value: Any, hint: Any) -> str | None:
     """Why ``value`` does not fit the annotation ``hint``, or None when it fits."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    options = _options(hint)
     if value is None:
         return None if type(None) in options else "must not be null"
-    for option in options:
-        if typing.get_origin(option) is list and isinstance(value, list) \
-                and all(_type_error(v, typing.get_args(option)[0]) is None for v in value):
-            return None
-        if option is bool and isinstance(value, bool):
-            return None
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return None
-        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return None
-        if option is str and isinstance(value, str):
-            return None
-    names = " or ".join("null" if o is type(None) else "a list" if typing.get_origin(o) is list else o.__name__
-                        for o in options)
-    return f"must be {names}"
+    if any(_fits(value, option) for option in options):
+        return None
+    return f"must be {' or '.join(_hint_name(o) for o in options)}"
 
 
 def _check_field(f: dataclasses.Field, hint: Any, value: Any, key: str, errors: list[str]) -> Any:
@@ -398,9 +442,16 @@ def _resolve_dataset_path(values: dict[str, Any], base: Path) -> None:
     """Make a ``data.dataset`` given as a relative path absolute, relative to ``base``: the folder of the YAML
     file that names it (``--set`` values: the current directory). So a config that names
     ``../../data/reviews`` works from any directory, and the run's ``config.yaml`` records where the data was.
-    A hub id (``owner/name``) is left alone unless ``base`` holds a folder of that name."""
+    A hub id (``owner/name``) is left alone unless ``base`` holds a folder of that name. Every relative path
+    (or glob) in ``data.data_files`` is made absolute the same way; URLs are left alone."""
     data = values.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("dataset"), str) or not data["dataset"].strip():
+    if not isinstance(data, dict):
+        return
+    if isinstance(data.get("data_files"), dict):
+        data["data_files"] = {split: _resolve_file(paths, base) if isinstance(paths, str)
+                              else [_resolve_file(p, base) for p in paths] if isinstance(paths, list) else paths
+                              for split, paths in data["data_files"].items()}
+    if not isinstance(data.get("dataset"), str) or not data["dataset"].strip():
         return
     name = data["dataset"]
     path = Path(name).expanduser()
@@ -415,6 +466,13 @@ def _resolve_dataset_path(values: dict[str, Any], base: Path) -> None:
     else:
         return
     data["dataset"] = str(resolved)
+
+
+def _resolve_file(name: Any, base: Path) -> Any:
+    """A data file (or glob) relative to ``base``, made absolute; anything else (a URL, a bad value) unchanged."""
+    if not isinstance(name, str) or not name.strip() or "://" in name:
+        return name
+    return str((base / Path(name).expanduser()).resolve())
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -114,6 +114,11 @@ class Task(ABC):
     def metadata(self) -> dict[str, Any]:
         return dict(self.meta)
 
+    @property
+    def labels(self) -> list[str] | None:
+        """The class names the model was trained with (a task with a label set keeps them in its metadata)."""
+        return self.meta.get("labels")
+
     def check_tokenizers(self, run_dir: Path) -> None:
         """One clear error when a run folder's tokenizer is not the one its weights were trained with."""
         sizes = {"vocab_size": 0, "src_vocab_size": 0, "tgt_vocab_size": -1}

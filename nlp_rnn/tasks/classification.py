@@ -215,10 +215,13 @@ class ClassificationTask(Task):
         data, model, train = config["data"], config["model"], config["train"]
         direction = "bidirectional " if model["bidirectional"] else ""
         validation_split = f"split {data['validation_split']!r}" if data["validation_split"] else "carved from train"
+        source = self.config.data.source
+        labels = ", ".join(f"`{name}`" for name in self.meta.get("labels") or [])
         lines = [
-            f"# {data['dataset']}: {direction}{model['cell']} classifier",
+            f"# {source}: {direction}{model['cell']} classifier",
             "",
-            f"- **Data**: `{data['dataset']}` (text `{data['text_column']}`, label `{data['label_column']}`), "
+            f"- **Data**: `{source}` (text `{data['text_column']}`, label `{data['label_column']}`"
+            f"{': ' + labels if labels else ''}), "
             f"validation {validation_split}, reported on split `{data['test_split']}`; texts truncated to "
             f"{data['max_length']} tokens ({data['truncation']}).",
             f"- **Tokenizer**: {config['tokenizer']['type']}-level, {self._vocabulary(run):,} types, "

@@ -120,9 +120,9 @@ class LanguageModelTask(Task):
         vocabulary = run.vocabulary_sizes(self.tokenizer_files(self.config))[0]
         validation = metrics.get("validation") or {}
         lines = [
-            f"# {data['dataset']}: {direction}{model['cell']} language model (encoder pretraining)",
+            f"# {self.config.data.source}: {direction}{model['cell']} language model (encoder pretraining)",
             "",
-            f"- **Data**: `{data['dataset']}` (text `{data['text_column']}`, splits `{data['train_split']}`), "
+            f"- **Data**: `{self.config.data.source}` (text `{data['text_column']}`, splits `{data['train_split']}`), "
             f"texts truncated to {data['max_length']} tokens ({data['truncation']}).",
             f"- **Tokenizer**: {config['tokenizer']['type']}-level, {vocabulary:,} types, trained on the training "
             "split only.",

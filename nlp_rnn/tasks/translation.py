@@ -308,11 +308,11 @@ class TranslationTask(Task):
         feeding = ", input feeding" if model["input_feeding"] else ""
         tied = ", tied output embeddings" if model["tie_embeddings"] else ""
         batch = f"{train['max_tokens']:,} padded tokens" if train["max_tokens"] else f"{train['batch_size']} pairs"
+        source = self.config.data.source
         lines = [
-            f"# {data['dataset']}: {data['source_column']} -> {data['target_column']} GRU encoder-decoder with "
-            "attention",
+            f"# {source}: {data['source_column']} -> {data['target_column']} GRU encoder-decoder with attention",
             "",
-            f"- **Data**: `{data['dataset']}` (`{data['source_column']}` -> `{data['target_column']}`); training "
+            f"- **Data**: `{source}` (`{data['source_column']}` -> `{data['target_column']}`); training "
             f"pairs longer than {data['max_length']} subwords left out, longer inputs cut at prediction time.",
             f"- **Tokenizer**: {tokenizer['type']}, {vocabulary}, "
             f"{'lowercased' if tokenizer['lowercase'] else 'cased'}, trained on the training split only.",
