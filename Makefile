@@ -1,24 +1,42 @@
 # Quick start: `make demo` (serve the demo on the shipped models) and `make test`.
 # Both create .venv when missing and install torch==2.13.0 first (the CPU wheel where one lies on disk),
-# then this project with its dev extra.
+# then this project with its dev extra, every package at the version constraints.txt records (`make lock`
+# refreshes it; `make install CONSTRAINTS=` installs from pyproject.toml's ranges alone).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+CONSTRAINTS ?= constraints.txt
+PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 SHARED_DATA := $(wildcard ../shared/data/hf)
 ifneq ($(SHARED_DATA),)
 export NLP_RNN_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install test test-fast demo screenshot load-test lint clean sentiment-model translation-model imdb-lm sst2-lm rt-lm
+.PHONY: install lock test test-fast demo screenshot load-test lint clean sentiment-model translation-model imdb-lm sst2-lm rt-lm
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINTS) torch==2.13.0
+	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINTS) -e ".[dev]"
 	touch $@
 
 install: $(BIN)/.installed
+
+# Refresh constraints.txt: torch==2.13.0 and nlp-rnn[dev] resolved afresh (newest versions within pyproject.toml's
+# ranges) in a throwaway venv, every installed version recorded. Then `make test`, and commit it if that passes.
+# torch is written without its local label (2.13.0, not 2.13.0+cpu) so the pin matches the CPU and CUDA builds.
+lock:
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install --quiet torch==2.13.0; \
+	"$$tmp/venv/bin/python" -m pip install --quiet ".[dev]"; \
+	{ echo "# The exact versions that torch==2.13.0 and nlp-rnn[dev] resolved to, which CI installs and tests ($$("$$tmp/venv/bin/python" -c 'import platform; print("Python", platform.python_version(), platform.system(), platform.machine())'))."; \
+	  echo "# Used as pip -c constraints.txt by make install and .ci/run; refresh with make lock (README: Development)."; \
+	  "$$tmp/venv/bin/python" -m pip freeze --exclude nlp-rnn | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > constraints.txt.new; \
+	mv constraints.txt.new constraints.txt
+	@echo "constraints.txt refreshed; run make test (a fresh .venv: make clean first) before committing it"
 
 test: install
 	$(BIN)/python -m pytest

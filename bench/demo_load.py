@@ -37,10 +37,9 @@ def inputs(seed: int) -> tuple[list[str], list[str]]:
         reviews = pd.read_parquet(Path(mirror, "stanfordnlp/imdb/test.parquet"))["text"].sample(500, random_state=seed)
         german = pd.read_parquet(Path(mirror, "bentrevett/multi30k/test.parquet"))["de"].sample(500, random_state=seed)
         return list(reviews), list(german)
-    sys.path.insert(0, str(ROOT / "demo"))
-    import app
+    from nlp_rnn.demo import SENTIMENT_EXAMPLES, TRANSLATION_EXAMPLES
 
-    return app.SENTIMENT_EXAMPLES, app.TRANSLATION_EXAMPLES
+    return SENTIMENT_EXAMPLES, TRANSLATION_EXAMPLES
 
 
 def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 300) -> None:

@@ -153,20 +153,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import importlib.util
-
+    from nlp_rnn import demo
     from nlp_rnn.runtime import select_device
 
     device = "cpu" if args.quantize and args.device == "auto" else str(select_device(args.device))
-
-    app_path = Path(__file__).resolve().parent.parent / "demo" / "app.py"
-    if not app_path.is_file():
-        raise NlpRnnError(f"{app_path}: demo app not found (run from a source checkout)")
-    spec = importlib.util.spec_from_file_location("nlp_rnn_demo_app", app_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     try:
-        module.main(sentiment=args.sentiment, translation=args.translation, host=args.host, port=args.port,
+        demo.main(sentiment=args.sentiment, translation=args.translation, host=args.host, port=args.port,
                     quantize=args.quantize, device=device)
     except OSError as err:  # e.g. the port is taken
         raise NlpRnnError(f"cannot serve the demo on {args.host}:{args.port}: {err}") from None
@@ -252,9 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
 
     demo = commands.add_parser("demo", parents=[verbose], help="serve the Gradio web demo")
-    demo.add_argument("--sentiment", default=None, help="sentiment run folder (default: demo/models/sentiment-imdb)")
-    demo.add_argument("--translation", default=None,
-                      help="translation run folder (default: demo/models/translate-de-en)")
+    demo.add_argument("--sentiment", default=None, help="sentiment run folder (default in a source checkout: "
+                      "demo/models/sentiment-imdb; required when nlp-rnn is installed without one)")
+    demo.add_argument("--translation", default=None, help="translation run folder (default in a source checkout: "
+                      "demo/models/translate-de-en; required when nlp-rnn is installed without one)")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=7860)
     demo.add_argument("--quantize", action="store_true", help="run both models with dynamic int8 quantization (CPU)")

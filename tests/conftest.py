@@ -46,14 +46,10 @@ def reversal_run(tmp_path_factory, reversal_data) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_module():
-    """demo/app.py imported as a module (it is a script, not part of the package)."""
-    import importlib.util
+    """The web demo's module, ``nlp_rnn.demo`` (demo/app.py is only the script that serves it)."""
+    from nlp_rnn import demo
 
-    path = Path(__file__).resolve().parents[1] / "demo" / "app.py"
-    spec = importlib.util.spec_from_file_location("nlp_rnn_demo_app", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return demo
 
 
 @pytest.fixture(scope="session")

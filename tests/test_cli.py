@@ -162,3 +162,13 @@ def test_demo_on_a_port_in_use_is_one_line():
         taken.listen()
         port = taken.getsockname()[1]
         assert_one_line_error(run_cli("demo", "--port", str(port)), f"127.0.0.1:{port}")
+
+
+def test_demo_installed_without_models_is_one_line(monkeypatch, capsys):
+    """Installed from a wheel there is no demo/models to default to: the missing option is named."""
+    from nlp_rnn import demo
+
+    monkeypatch.setattr(demo, "MODELS", None)
+    assert main(["demo", "--sentiment", "runs/mine", "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("error: the demo needs --translation RUN_DIR: ")

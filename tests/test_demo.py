@@ -1,6 +1,8 @@
 """The demo's plain functions, called directly on tiny real models, and the app built on the shipped ones."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -85,6 +87,28 @@ def test_app_builds_on_the_shipped_models(demo_module):
     cards = [demo_module.model_card(nlp_rnn.load(MODELS / name)) for name in ("sentiment-imdb", "translate-de-en")]
     assert "stanfordnlp/imdb" in cards[0] and "bentrevett/multi30k" in cards[1]
     assert all("Trained with" in card and "nlp-rnn train" in card for card in cards)
+
+
+def test_installed_without_a_checkout_both_folders_are_needed(demo_module, monkeypatch, tiny_run, reversal_run):
+    """A wheel ships no models (``MODELS`` is None): a folder not given is one error naming the option."""
+    assert demo_module.MODELS == MODELS  # the tests run from the checkout
+    monkeypatch.setattr(demo_module, "MODELS", None)
+    with pytest.raises(nlp_rnn.NlpRnnError, match="needs --sentiment RUN_DIR and --translation RUN_DIR"):
+        demo_module.build_app()
+    with pytest.raises(nlp_rnn.NlpRnnError, match=r"needs --translation RUN_DIR: an installed nlp-rnn ships no"):
+        demo_module.model_dirs(tiny_run)
+    assert demo_module.model_dirs(tiny_run, reversal_run) == (tiny_run, reversal_run)
+
+
+def test_the_script_serves_the_models_beside_it():
+    """``python demo/app.py``: the sentiment model from demo/models loads, the wrong translation folder is one line."""
+    script, checkout = MODELS.parent / "app.py", str(MODELS.parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [checkout, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, str(script), "--translation", str(MODELS / "sentiment-imdb")],
+                            capture_output=True, text=True, cwd="/", env=env, check=False)  # this checkout's code
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (f"error: {MODELS / 'sentiment-imdb'}: not a translation run "
+                                                      "folder (the Translate tab needs one; this is classification)")
 
 
 def test_a_model_of_the_wrong_kind_is_a_clear_error(demo_module, tiny_run):
