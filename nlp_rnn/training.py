@@ -75,24 +75,43 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _warmup_then(decay: Callable[[float], float]):
+    """A per-step schedule: linear warmup over ``warmup_ratio`` of the steps, then ``decay(progress)`` times the
+    peak rate, ``progress`` going from 0 to 1 over the remaining steps."""
+
+    def build(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, metric: str):
+        warmup = int(train.warmup_ratio * total_steps)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return decay(min(1.0, (step - warmup) / max(1, total_steps - warmup)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    return build
+
+
+def _plateau(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, metric: str):
+    """Stepped once per epoch with the validation metric (Trainer._end_epoch)."""
+    mode = "min" if metric == "loss" else "max"
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode=mode, factor=train.plateau_factor, patience=train.plateau_patience)
+
+
+# Keyed by exactly config.choices(TrainConfig, "schedule") (tests/test_training.py checks).
+SCHEDULES = {
+    "linear": _warmup_then(lambda progress: 1.0 - progress),
+    "cosine": _warmup_then(lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress))),
+    "constant": _warmup_then(lambda progress: 1.0),
+    "plateau": _plateau,
+}
+
+
 def _make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, metric: str):
-    if train.schedule == "plateau":
-        mode = "min" if metric == "loss" else "max"
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=train.plateau_factor, patience=train.plateau_patience)
-    warmup = int(train.warmup_ratio * total_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        if train.schedule == "linear":
-            return 1.0 - progress
-        if train.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if train.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {train.schedule!r}; available: {', '.join(SCHEDULES)}")
+    return SCHEDULES[train.schedule](optimizer, train, total_steps, metric)
 
 
 def _improved(value: float, best: float | None, metric: str) -> bool:
