@@ -65,12 +65,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Decay matrices only; biases, peepholes and embeddings are left alone (as in BERT/nanoGPT).
-    Frozen parameters are not optimised at all."""
+    Frozen parameters are not optimised at all. The peephole LSTM stores its three diagonal peephole vectors as
+    one (3, hidden) tensor: not a matrix, so named here."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        is_matrix = parameter.dim() >= 2 and "embedding" not in name
+        is_matrix = parameter.dim() >= 2 and "embedding" not in name and not name.endswith("peephole")
         (decay if is_matrix else no_decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
