@@ -130,7 +130,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     split = load_eval_split(predictor.config.data, args.split, max_examples=args.max_examples)
     dataset = encode_classification(split, predictor.tokenizer, predictor.config)
     labels = predictor.labels
-    report = evaluate_classifier(predictor.model, dataset, labels, args.batch_size, predictor.device)
+    # as training validated: bf16 autocast on CUDA only when the run trained with train.amp
+    report = evaluate_classifier(predictor.model, dataset, labels, args.batch_size, predictor.device,
+                                 predictor.config.train.amp)
     report.update(split=args.split, dataset=predictor.config.data.dataset, run_dir=str(args.run_dir),
                   max_examples=args.max_examples, device=str(predictor.device))
     write_json(out / "metrics.json", report)

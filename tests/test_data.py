@@ -3,7 +3,7 @@ import os
 import pytest
 
 from nlp_rnn.config import DataConfig
-from nlp_rnn.data import DataError, load_raw, load_splits, resolve_dataset
+from nlp_rnn.data import DataError, load_eval_split, load_raw, load_splits, resolve_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +84,20 @@ def test_data_dir_is_set_for_the_suite():
             "bentrevett/multi30k"} <= hub_ids
     missing = sorted(name for name in hub_ids if resolve_dataset(name) != str(Path(root) / name))
     assert not missing, f"not in the mirror {root}: {missing}"
+
+
+def test_an_evaluation_sample_is_the_one_training_validated_on():
+    """``evaluate --max-examples N`` reads the rows training read with data.max_eval_examples=N, whatever
+    max_train_examples was; without N, the whole split (validation carved from train as training carved it)."""
+    limited = DataConfig(dataset="stanfordnlp/imdb", max_train_examples=256, max_eval_examples=64)
+    trained_on = load_splits(limited)
+    for split in ("validation", "test"):
+        sample = load_eval_split(limited, split, max_examples=64)
+        assert sample["text"] == trained_on[split]["text"] and sample["label"] == trained_on[split]["label"]
+        whole = load_eval_split(limited, split)
+        assert whole["text"] == load_splits(DataConfig(dataset="stanfordnlp/imdb"))[split]["text"]
+        assert set(trained_on[split]["text"]) <= set(whole["text"])  # the sample is drawn from this very split
+        assert len(whole) == {"validation": 2_500, "test": 25_000}[split]
 
 
 def test_ptb_detokenization_matches_raw_text():
