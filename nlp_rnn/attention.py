@@ -13,8 +13,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-ATTENTIONS = ("bahdanau", "luong_dot", "luong_general")
-
 
 class Attention(nn.Module):
     """Base class: subclasses define ``project_keys`` and ``score``."""
@@ -78,9 +76,18 @@ class LuongAttention(Attention):
         return torch.bmm(query, keys.transpose(1, 2))  # (batch, steps, src_len)
 
 
+# name -> (query_size, value_size, attention_size) -> module; keyed by exactly
+# config.choices(TranslatorConfig, "attention") (tests/test_attention.py checks).
+ATTENTIONS = {
+    "bahdanau": lambda query_size, value_size, attention_size: BahdanauAttention(query_size, value_size,
+                                                                                  attention_size),
+    "luong_dot": lambda query_size, value_size, attention_size: LuongAttention(query_size, value_size, "dot"),
+    "luong_general": lambda query_size, value_size, attention_size: LuongAttention(query_size, value_size,
+                                                                                   "general"),
+}
+
+
 def make_attention(kind: str, query_size: int, value_size: int, attention_size: int) -> Attention:
-    if kind == "bahdanau":
-        return BahdanauAttention(query_size, value_size, attention_size)
-    if kind in ("luong_dot", "luong_general"):
-        return LuongAttention(query_size, value_size, kind.removeprefix("luong_"))
-    raise ValueError(f"unknown attention {kind!r}; available: {', '.join(ATTENTIONS)}")
+    if kind not in ATTENTIONS:
+        raise ValueError(f"unknown attention {kind!r}; available: {', '.join(ATTENTIONS)}")
+    return ATTENTIONS[kind](query_size, value_size, attention_size)

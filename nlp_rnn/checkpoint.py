@@ -136,6 +136,7 @@ class RunFolder:
     ATTENTION = "attention"
     EVALUATION = "evaluation"
     ONNX = "onnx"
+    CONFUSION_MATRIX = "confusion_matrix.png"  # in evaluation/SPLIT/, beside metrics.json (classification)
     # what a shipped copy keeps (no training state): files, then folders; tokenizer files come from the task
     SHIPPED = (CONFIG, METRICS, LOG, LEARNING_CURVE, COMMAND)
     SHIPPED_FOLDERS = (EVALUATION, ATTENTION)
@@ -191,6 +192,12 @@ class RunFolder:
     @property
     def onnx(self) -> Path:
         return self.path / self.ONNX
+
+    @staticmethod
+    def beam_results(folder: Path, beam: int) -> tuple[Path, Path]:
+        """A translation's ``metrics.beamN.json`` and ``hypotheses.beamN.txt`` in an evaluation folder: greedy and
+        beam results side by side."""
+        return folder / f"metrics.beam{beam}.json", folder / f"hypotheses.beam{beam}.txt"
 
     def evaluation(self, split: str | None = None) -> Path:
         """``evaluation/`` (every split's results), or ``evaluation/SPLIT/``."""

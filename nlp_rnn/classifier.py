@@ -10,7 +10,7 @@ from nlp_rnn.batching import Batch
 from nlp_rnn.config import ModelConfig
 from nlp_rnn.encoder import RecurrentEncoder
 from nlp_rnn.pooling import Pooling
-from nlp_rnn.summary import SummaryMixin
+from nlp_rnn.summary import Row, SummaryMixin, count_parameters, encoder_rows
 
 
 class SentimentClassifier(SummaryMixin, nn.Module):
@@ -24,6 +24,15 @@ class SentimentClassifier(SummaryMixin, nn.Module):
         self.pooling = Pooling(config.pooling, self.encoder.output_size, self.encoder.num_directions)
         self.dropout = nn.Dropout(config.output_dropout)
         self.head = nn.Linear(self.pooling.output_size, num_labels)
+
+    def summary_rows(self) -> list[Row]:
+        """Encoder, pooling, dropout and head rows for :meth:`summary`."""
+        size = self.pooling.output_size
+        return [*encoder_rows(self.encoder),
+                (f"pooling ({self.pooling.kind})", f"(batch, {size})", count_parameters(self.pooling)[0]),
+                ("dropout", f"(batch, {size})", 0),
+                (f"head (Linear {self.head.in_features}->{self.head.out_features})",
+                 f"(batch, {self.head.out_features})", count_parameters(self.head)[0])]
 
     def pool(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """Sequence features (batch, features) and, for attention pooling, weights (batch, len)."""

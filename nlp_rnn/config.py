@@ -43,6 +43,13 @@ def _choice(default: str, *choices: str) -> Any:
     return field(default=default, metadata={"choices": choices})
 
 
+def choices(section: type, key: str) -> tuple[str, ...]:
+    """The valid values of a choice field, e.g. ``choices(ModelConfig, "pooling")``. These lists are the only
+    place the names are written: the modules that implement them key their tables by exactly these names
+    (tests compare the two), and an unknown name raises there instead of falling back to a default."""
+    return {f.name: f for f in dataclasses.fields(section)}[key].metadata["choices"]
+
+
 def _bounded(default: Any, low: float | None = None, high: float | None = None) -> Any:
     return field(default=default, metadata={"low": low, "high": high})
 

@@ -22,6 +22,7 @@ import torch
 
 import nlp_rnn
 from nlp_rnn import tasks
+from nlp_rnn.checkpoint import RunFolder
 from nlp_rnn.plots import attention_figure
 
 _CHECKOUT = Path(__file__).resolve().parent.parent
@@ -124,7 +125,7 @@ def translate(predictor, text: str, search: str = "beam", beam_size: int = 5, n_
 
 def model_card(predictor) -> str:
     """The model card shipped in the run folder (README.md), or a short summary when there is none."""
-    card = Path(predictor.run_dir) / "README.md"
+    card = RunFolder(predictor.run_dir).card
     if card.is_file():
         return card.read_text(encoding="utf-8")
     config = predictor.config

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from nlp_rnn.batching import Batch
 from nlp_rnn.config import ModelConfig
 from nlp_rnn.encoder import RecurrentEncoder
-from nlp_rnn.summary import SummaryMixin
+from nlp_rnn.summary import Row, SummaryMixin, count_parameters, encoder_rows
 
 
 def adaptive_cutoffs(vocab_size: int) -> list[int]:
@@ -39,6 +39,14 @@ class BidirectionalLM(SummaryMixin, nn.Module):
         self.dropout = nn.Dropout(config.output_dropout)
         self.softmax = nn.AdaptiveLogSoftmaxWithLoss(config.hidden_size, vocab_size, adaptive_cutoffs(vocab_size),
                                                      div_value=4.0)
+
+    def summary_rows(self) -> list[Row]:
+        """Encoder, dropout and adaptive-softmax rows for :meth:`summary`; one row scores both directions."""
+        softmax = self.softmax
+        return [*encoder_rows(self.encoder),
+                ("dropout", f"(batch, seq, {self.encoder.output_size})", 0),
+                (f"softmax (AdaptiveLogSoftmax {softmax.in_features}->{softmax.n_classes}, "
+                 f"cutoffs {softmax.cutoffs[:-1]})", "(predictions,)", count_parameters(softmax)[0])]
 
     def states_and_targets(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Every prediction the batch holds: hidden states (n, hidden) and the token each predicts (n,).

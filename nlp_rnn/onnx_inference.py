@@ -15,6 +15,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from nlp_rnn.batching import pad
+from nlp_rnn.checkpoint import CONFIG_FILE
 from nlp_rnn.config import Config, config_from_dict, read_yaml
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.search import output_limits
@@ -126,7 +127,7 @@ def load_onnx(folder: str | Path, threads: int = 0) -> OnnxClassifier | OnnxTran
     if not manifest_path.is_file():
         raise NlpRnnError(f"{manifest_path}: not found (is {folder} made by nlp-rnn export?)")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    config = config_from_dict(read_yaml(folder / "config.yaml"))
+    config = config_from_dict(read_yaml(folder / CONFIG_FILE))
     if manifest.get("runner") not in RUNNERS:
         raise NlpRnnError(f"{manifest_path}: no onnxruntime runner {manifest.get('runner')!r} (known: "
                           f"{', '.join(RUNNERS)}); export it again with this version of nlp-rnn")

@@ -27,7 +27,7 @@ def model_card(run_dir: Path) -> str:
     task = task_class(config, tokenizers, metrics)
     lines = task.card(run, yaml.safe_load(run.config.read_text(encoding="utf-8")), metrics)
     lines += ["", "Trained with:", "", "```", run.read_command(), "```"]
-    if getattr(task, "card_hint", None):
+    if task.card_hint:
         lines += ["", task.card_hint]
     return "\n".join(lines) + "\n"
 

@@ -10,59 +10,30 @@ from __future__ import annotations
 
 from torch import nn
 
+Row = tuple[str, str, int]  # (layer name, output shape, parameters)
 
-def _count(module: nn.Module) -> tuple[int, int]:
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """(all, trainable) parameters of ``module``."""
     params = list(module.parameters())
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
-def _encoder_rows(encoder: nn.Module, prefix: str = "") -> list[tuple[str, str, int]]:
+def encoder_rows(encoder: nn.Module, prefix: str = "") -> list[Row]:
+    """The rows of a :class:`~nlp_rnn.encoder.RecurrentEncoder`: its embedding, then one row per layer."""
     rows = [(f"{prefix}embedding (Embedding {encoder.embedding.num_embeddings}x{encoder.embedding.embedding_dim})",
-             f"(batch, seq, {encoder.embedding.embedding_dim})", _count(encoder.embedding)[0])]
+             f"(batch, seq, {encoder.embedding.embedding_dim})", count_parameters(encoder.embedding)[0])]
     directions = "bidirectional " if encoder.num_directions == 2 else ""
     for index, layer in enumerate(encoder.layers):
         rows.append((f"{prefix}rnn_{index} ({directions}{encoder.cell} {encoder.hidden_size})",
-                     f"(batch, seq, {encoder.output_size})", _count(layer)[0]))
-    return rows
-
-
-def _translator_rows(model: nn.Module) -> list[tuple[str, str, int]]:
-    decoder = model.decoder
-    embedding, rnn = decoder.embedding, decoder.rnn
-    rows = _encoder_rows(model.encoder, "encoder.")
-    rows.append((f"bridge (Linear {model.bridge.in_features}->{model.bridge.out_features}, tanh)",
-                 f"({rnn.num_layers}, batch, {rnn.hidden_size})", _count(model.bridge)[0]))
-    rows.append((f"decoder.embedding (Embedding {embedding.num_embeddings}x{embedding.embedding_dim})",
-                 f"(batch, tgt, {embedding.embedding_dim})", _count(embedding)[0]))
-    rows.append((f"decoder.rnn ({rnn.num_layers} x GRU {rnn.input_size}->{rnn.hidden_size})",
-                 f"(batch, tgt, {rnn.hidden_size})", _count(rnn)[0]))
-    rows.append((f"decoder.attention ({model.config.attention})", f"(batch, tgt, {model.encoder.output_size})",
-                 _count(decoder.attention)[0]))
-    rows.append((f"decoder.combine (Linear {decoder.combine.in_features}->{decoder.combine.out_features}, tanh)",
-                 f"(batch, tgt, {decoder.output_size})", _count(decoder.combine)[0]))
-    tied = decoder.output.weight is embedding.weight
-    rows.append((f"decoder.output (Linear {decoder.output.in_features}->{decoder.output.out_features}"
-                 f"{', tied to decoder.embedding' if tied else ''})", f"(batch, tgt, {decoder.output.out_features})",
-                 decoder.output.bias.numel() if tied else _count(decoder.output)[0]))
-    return rows
-
-
-def summary_rows(model: nn.Module) -> list[tuple[str, str, int]]:
-    """(layer name, output shape, parameters) for a :class:`SentimentClassifier` or a :class:`Translator`."""
-    if hasattr(model, "decoder"):
-        return _translator_rows(model)
-    rows = _encoder_rows(model.encoder)
-    rows.append((f"pooling ({model.pooling.kind})", f"(batch, {model.pooling.output_size})",
-                 _count(model.pooling)[0]))
-    rows.append(("dropout", f"(batch, {model.pooling.output_size})", 0))
-    rows.append((f"head (Linear {model.head.in_features}->{model.head.out_features})",
-                 f"(batch, {model.head.out_features})", _count(model.head)[0]))
+                     f"(batch, seq, {encoder.output_size})", count_parameters(layer)[0]))
     return rows
 
 
 def format_summary(model: nn.Module) -> str:
-    rows = summary_rows(model)
-    total, trainable = _count(model)
+    """The table for any model that lists its own rows (``model.summary_rows()``)."""
+    rows = model.summary_rows()
+    total, trainable = count_parameters(model)
     name_width = max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2
     shape_width = max(len("Output Shape"), *(len(r[1]) for r in rows)) + 2
     width = name_width + shape_width + 12
@@ -76,7 +47,11 @@ def format_summary(model: nn.Module) -> str:
 
 
 class SummaryMixin:
-    """Gives a model Keras's ``model.summary()``."""
+    """Gives a model Keras's ``model.summary()``; the model describes its layers in ``summary_rows()``."""
+
+    def summary_rows(self) -> list[Row]:
+        """(layer name, output shape, parameters), one per layer, in order; each model class writes its own."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its summary rows")
 
     def summary(self, print_fn=print) -> str:
         """Print (and return) a Keras-style table of layers, output shapes and parameter counts."""

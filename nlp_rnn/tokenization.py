@@ -67,16 +67,27 @@ def train_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
     return tokenizer
 
 
-def truncate(ids: list[int], max_length: int, strategy: str = "head", head_fraction: float = 0.25) -> list[int]:
-    """Keep at most ``max_length`` ids: the start, the end, or both (Sun et al. 2019's head+tail)."""
-    if len(ids) <= max_length:
-        return ids
-    if strategy == "head":
-        return ids[:max_length]
-    if strategy == "tail":
-        return ids[-max_length:]
+def _head_tail(ids: list[int], max_length: int, head_fraction: float) -> list[int]:
     head = round(max_length * head_fraction)
     return ids[:head] + ids[len(ids) - (max_length - head) :]
+
+
+# name -> (ids, max_length, head_fraction) -> kept ids, for ids longer than max_length; keyed by exactly
+# config.choices(DataConfig, "truncation") (tests/test_tokenization.py checks).
+TRUNCATIONS = {
+    "head": lambda ids, max_length, head_fraction: ids[:max_length],
+    "tail": lambda ids, max_length, head_fraction: ids[-max_length:],
+    "head_tail": _head_tail,
+}
+
+
+def truncate(ids: list[int], max_length: int, strategy: str = "head", head_fraction: float = 0.25) -> list[int]:
+    """Keep at most ``max_length`` ids: the start, the end, or both (Sun et al. 2019's head+tail)."""
+    if strategy not in TRUNCATIONS:
+        raise ValueError(f"unknown truncation {strategy!r}; available: {', '.join(TRUNCATIONS)}")
+    if len(ids) <= max_length:
+        return ids
+    return TRUNCATIONS[strategy](ids, max_length, head_fraction)
 
 
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, strategy: str = "head",

@@ -63,34 +63,54 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Decay matrices only; biases, peepholes and embeddings are left alone (as in BERT/nanoGPT).
-    Frozen parameters are not optimised at all."""
+    Frozen parameters are not optimised at all. The peephole LSTM stores its three diagonal peephole vectors as
+    one (3, hidden) tensor: not a matrix, so named here."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        is_matrix = parameter.dim() >= 2 and "embedding" not in name
+        is_matrix = parameter.dim() >= 2 and "embedding" not in name and not name.endswith("peephole")
         (decay if is_matrix else no_decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _warmup_then(decay: Callable[[float], float]):
+    """A per-step schedule: linear warmup over ``warmup_ratio`` of the steps, then ``decay(progress)`` times the
+    peak rate, ``progress`` going from 0 to 1 over the remaining steps."""
+
+    def build(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, metric: str):
+        warmup = int(train.warmup_ratio * total_steps)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return decay(min(1.0, (step - warmup) / max(1, total_steps - warmup)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    return build
+
+
+def _plateau(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, metric: str):
+    """Stepped once per epoch with the validation metric (Trainer._end_epoch)."""
+    mode = "min" if metric == "loss" else "max"
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode=mode, factor=train.plateau_factor, patience=train.plateau_patience)
+
+
+# Keyed by exactly config.choices(TrainConfig, "schedule") (tests/test_training.py checks).
+SCHEDULES = {
+    "linear": _warmup_then(lambda progress: 1.0 - progress),
+    "cosine": _warmup_then(lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress))),
+    "constant": _warmup_then(lambda progress: 1.0),
+    "plateau": _plateau,
+}
+
+
 def _make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, metric: str):
-    if train.schedule == "plateau":
-        mode = "min" if metric == "loss" else "max"
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=train.plateau_factor, patience=train.plateau_patience)
-    warmup = int(train.warmup_ratio * total_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        if train.schedule == "linear":
-            return 1.0 - progress
-        if train.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if train.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {train.schedule!r}; available: {', '.join(SCHEDULES)}")
+    return SCHEDULES[train.schedule](optimizer, train, total_steps, metric)
 
 
 def _improved(value: float, best: float | None, metric: str) -> bool:
@@ -319,12 +339,13 @@ class Trainer:
         return self.folder.read_metrics()
 
     def _run_epoch(self, epoch: int) -> bool:
+        """The rest of epoch ``epoch`` (from ``progress["batch"]`` on a resume), then validation; True to stop."""
         train = self.config.train
         progress = self.progress
         self.model.train()
         bar = tqdm(total=self.steps_per_epoch, initial=progress["batch"], desc=f"epoch {epoch + 1}/{train.epochs}",
                    disable=not (train.progress and self.dist.is_main), dynamic_ncols=True, leave=False)
-        window = {"loss": 0.0, "correct": 0, "examples": 0, "tokens": 0, "batches": 0, "start": time.perf_counter()}
+        window = {**_empty_sums(), "start": time.perf_counter()}  # figures since the last log record
         for indices in self.sampler:
             # several ranks stop only on the vote, so they all stop after the same step
             if self._stop_agreed if self.dist.enabled else self._stop_requested:
@@ -332,38 +353,14 @@ class Trainer:
             if len(indices) < self.dist.world_size:  # too few examples to give every rank one: skip it
                 progress["batch"] += 1
                 continue
-            self._in_step = True
-            started = time.perf_counter()
-            batch = self.task.collate([self.data.train[i] for i in distributed.shard(indices, self.dist)])
-            loss, correct, count, grad_norm = self._train_step(batch)
-            num_tokens = batch.num_tokens
-            if self.dist.enabled:  # the whole step's figures: loss averaged like the gradients, counts summed
-                loss, correct, count, num_tokens, stops = distributed.sum_across(
-                    [loss, correct, count, num_tokens, float(self._stop_requested)], self.dist)
-                loss /= self.dist.world_size
-                self._stop_agreed = stops > 0  # a signal to any rank stops all of them after this step
-            progress["seconds"] += time.perf_counter() - started
+            self._in_step = True  # from here until the figures are counted, the state is not consistent
+            figures, grad_norm = self._global_step(indices)
             progress["step"] += 1
             progress["batch"] += 1
-            sums = progress["sums"]
-            for store in (sums, window):
-                store["loss"] += loss
-                store["correct"] += correct
-                store["examples"] += count
-                store["tokens"] += num_tokens
-                store["batches"] += 1
+            for store in (progress["sums"], window):
+                _accumulate(store, *figures)
             self._in_step = False
-            elapsed = time.perf_counter() - window["start"]
-            tokens_per_second = window["tokens"] / elapsed if elapsed > 0 else 0.0
-            bar.update(1)
-            bar.set_postfix(loss=f"{window['loss'] / window['batches']:.3f}",
-                            acc=f"{window['correct'] / window['examples']:.3f}", tok_s=f"{tokens_per_second:.0f}")
-            if progress["step"] % train.log_every == 0:
-                self._log({"kind": "step", "epoch": epoch + 1, "step": progress["step"],
-                           "loss": window["loss"] / window["batches"],
-                           "accuracy": window["correct"] / window["examples"], "grad_norm": grad_norm,
-                           "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_second": tokens_per_second})
-                window.update(loss=0.0, correct=0, examples=0, tokens=0, batches=0, start=time.perf_counter())
+            self._report_step(epoch, window, grad_norm, bar)
             if progress["step"] % train.checkpoint_every == 0:
                 self._save_state()
             if self.on_step is not None:
@@ -372,6 +369,35 @@ class Trainer:
         stop = self._end_epoch(epoch)
         self._save_state()
         return stop
+
+    def _global_step(self, indices: list[int]) -> tuple[tuple[float, int, int, int], float]:
+        """One optimizer step on this rank's share of a global batch -> the whole step's (loss, correct, count,
+        tokens) across ranks (the loss averaged like the gradients, counts summed) and the gradient norm."""
+        started = time.perf_counter()
+        batch = self.task.collate([self.data.train[i] for i in distributed.shard(indices, self.dist)])
+        loss, correct, count, grad_norm = self._train_step(batch)
+        num_tokens = batch.num_tokens
+        if self.dist.enabled:
+            loss, correct, count, num_tokens, stops = distributed.sum_across(
+                [loss, correct, count, num_tokens, float(self._stop_requested)], self.dist)
+            loss /= self.dist.world_size
+            self._stop_agreed = stops > 0  # a signal to any rank stops all of them after this step
+        self.progress["seconds"] += time.perf_counter() - started
+        return (loss, correct, count, num_tokens), grad_norm
+
+    def _report_step(self, epoch: int, window: dict[str, Any], grad_norm: float, bar) -> None:
+        """The progress bar, and every ``train.log_every`` steps a log record (then a fresh window)."""
+        elapsed = time.perf_counter() - window["start"]
+        tokens_per_second = window["tokens"] / elapsed if elapsed > 0 else 0.0
+        bar.update(1)
+        bar.set_postfix(loss=f"{window['loss'] / window['batches']:.3f}",
+                        acc=f"{window['correct'] / window['examples']:.3f}", tok_s=f"{tokens_per_second:.0f}")
+        step = self.progress["step"]
+        if step % self.config.train.log_every == 0:
+            self._log({"kind": "step", "epoch": epoch + 1, "step": step, "loss": window["loss"] / window["batches"],
+                       "accuracy": window["correct"] / window["examples"], "grad_norm": grad_norm,
+                       "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_second": tokens_per_second})
+            window.update(_empty_sums(), start=time.perf_counter())
 
 
 @contextlib.contextmanager
@@ -432,7 +458,16 @@ class _TaskStep(torch.nn.Module):
 
 
 def _empty_sums() -> dict[str, float]:
+    """Running sums of step figures (an epoch's, kept in the checkpoint as plain numbers, or a log window's)."""
     return {"loss": 0.0, "correct": 0, "examples": 0, "tokens": 0, "batches": 0}
+
+
+def _accumulate(sums: dict[str, float], loss: float, correct: int, count: int, tokens: int) -> None:
+    sums["loss"] += loss
+    sums["correct"] += correct
+    sums["examples"] += count
+    sums["tokens"] += tokens
+    sums["batches"] += 1
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False,

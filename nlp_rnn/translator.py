@@ -15,7 +15,7 @@ from nlp_rnn.batching import PairBatch
 from nlp_rnn.config import TranslatorConfig
 from nlp_rnn.decoder import AttentionDecoder, DecoderState, DecoderStep, EncodedSource
 from nlp_rnn.encoder import RecurrentEncoder
-from nlp_rnn.summary import SummaryMixin
+from nlp_rnn.summary import Row, SummaryMixin, count_parameters, encoder_rows
 
 
 class Translator(SummaryMixin, nn.Module):
@@ -55,6 +55,27 @@ class Translator(SummaryMixin, nn.Module):
             pad_id=pad_id,
         )
 
+    def summary_rows(self) -> list[Row]:
+        """Encoder, bridge and decoder rows for :meth:`summary`; a tied output layer counts only its bias."""
+        decoder = self.decoder
+        embedding, rnn = decoder.embedding, decoder.rnn
+        tied = decoder.output.weight is embedding.weight
+        return [
+            *encoder_rows(self.encoder, "encoder."),
+            (f"bridge (Linear {self.bridge.in_features}->{self.bridge.out_features}, tanh)",
+             f"({rnn.num_layers}, batch, {rnn.hidden_size})", count_parameters(self.bridge)[0]),
+            (f"decoder.embedding (Embedding {embedding.num_embeddings}x{embedding.embedding_dim})",
+             f"(batch, tgt, {embedding.embedding_dim})", count_parameters(embedding)[0]),
+            (f"decoder.rnn ({rnn.num_layers} x GRU {rnn.input_size}->{rnn.hidden_size})",
+             f"(batch, tgt, {rnn.hidden_size})", count_parameters(rnn)[0]),
+            (f"decoder.attention ({self.config.attention})", f"(batch, tgt, {self.encoder.output_size})",
+             count_parameters(decoder.attention)[0]),
+            (f"decoder.combine (Linear {decoder.combine.in_features}->{decoder.combine.out_features}, tanh)",
+             f"(batch, tgt, {decoder.output_size})", count_parameters(decoder.combine)[0]),
+            (f"decoder.output (Linear {decoder.output.in_features}->{decoder.output.out_features}"
+             f"{', tied to decoder.embedding' if tied else ''})", f"(batch, tgt, {decoder.output.out_features})",
+             decoder.output.bias.numel() if tied else count_parameters(decoder.output)[0]),
+        ]
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncodedSource:
         """src (batch, src_len), src_lengths (batch,) -> EncodedSource with the decoder's initial state."""

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from nlp_rnn.attention import BahdanauAttention, LuongAttention, make_attention
+from nlp_rnn.attention import ATTENTIONS, BahdanauAttention, LuongAttention, make_attention
+from nlp_rnn.config import TranslatorConfig, choices
 
 torch.manual_seed(0)
-VARIANTS = ["bahdanau", "luong_dot", "luong_general"]
+VARIANTS = list(choices(TranslatorConfig, "attention"))  # every variant the config accepts
 
 
 def inputs(batch=3, src_len=6, size=8):
@@ -80,3 +81,14 @@ def test_luong_matches_the_paper_formula(kind):
 def test_dot_attention_needs_equal_sizes():
     with pytest.raises(ValueError, match="dot attention"):
         make_attention("luong_dot", 4, 6, 5)
+
+
+def test_the_attentions_are_exactly_the_configs_choices():
+    """One list of names; each builds its own variant, and an unknown name is refused, never a default."""
+    assert set(ATTENTIONS) == set(VARIANTS)
+    bahdanau, dot, general = (make_attention(kind, 8, 8, 5) for kind in ("bahdanau", "luong_dot", "luong_general"))
+    assert isinstance(bahdanau, BahdanauAttention)
+    assert isinstance(dot, LuongAttention) and dot.key_layer is None
+    assert isinstance(general, LuongAttention) and general.key_layer is not None
+    with pytest.raises(ValueError, match="unknown attention 'luong_concat'.*bahdanau"):
+        make_attention("luong_concat", 8, 8, 5)

@@ -82,6 +82,57 @@ def test_evaluate_scores_the_whole_split_whatever_training_limited(tiny_run, cap
     assert json.loads((tiny_run / "whole" / "metrics.json").read_text())["num_examples"] == 2500
 
 
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    """The tiny classifier trained and validated on the CPU, without autocast, on data.max_eval_examples=64."""
+    from nlp_rnn.training import train
+    from tests.tiny import tiny_config
+
+    run_dir = tmp_path_factory.mktemp("runs") / "cpu"
+    train(tiny_config(train={"device": "cpu", "amp": False, "epochs": 3, "lr": 1e-2}), run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize("batch_size", [5, 256])
+def test_evaluate_reproduces_the_validation_of_training(cpu_run, tmp_path, capsys, batch_size):
+    """``evaluate --split validation --max-examples 64`` scores the very sample that training validated on with
+    data.max_eval_examples=64 (encoded and filtered alike), so it gives the best epoch's figures in metrics.json
+    and log.jsonl, in batches of any size."""
+    metrics = json.loads((cpu_run / "metrics.json").read_text())
+    epochs = [json.loads(line) for line in (cpu_run / "log.jsonl").read_text().splitlines()]
+    best = [r for r in epochs if r["kind"] == "epoch"][metrics["best_epoch"] - 1]
+    assert main(["evaluate", str(cpu_run), "--split", "validation", "--max-examples", "64", "--batch-size",
+                 str(batch_size), "--device", "cpu", "--json", "--out", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_examples"] == 64
+    validation = metrics["validation"]
+    assert report["accuracy"] == validation["accuracy"] == best["val_accuracy"]
+    assert report["macro_f1"] == validation["macro_f1"] == best["val_macro_f1"]
+    assert report["loss"] == pytest.approx(validation["loss"], rel=1e-6, abs=0)
+    assert validation["loss"] == best["val_loss"]
+    assert report["confusion_matrix"] == validation["confusion_matrix"]
+    assert report["per_class"] == validation["per_class"]
+
+
+def test_evaluate_computes_as_the_run_validated(cpu_run, tmp_path, capsys, monkeypatch):
+    """A run trained with train.amp=false validated without autocast; evaluate must too (on CUDA, bf16 autocast
+    would change the figures; on the CPU autocast is off either way, so the request is what is checked)."""
+    import contextlib
+
+    from nlp_rnn import evaluation
+
+    requested = []
+
+    def recording_autocast(device, enabled=True):
+        requested.append(enabled)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(evaluation, "autocast", recording_autocast)
+    assert main(["evaluate", str(cpu_run), "--split", "validation", "--max-examples", "8", "--device", "cpu",
+                 "--json", "--out", str(tmp_path)]) == 0
+    assert requested and not any(requested)
+
+
 def test_an_absent_device_is_one_line(tiny_run):
     import torch
 

@@ -1,10 +1,13 @@
 """Every shipped config trains a few steps, shrunk, on its real dataset (lightning-hydra-template style)."""
 
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
-from nlp_rnn.config import load_config
+import nlp_rnn
+from nlp_rnn.config import Config, load_config
 from nlp_rnn.training import train
 
 pytestmark = pytest.mark.slow
@@ -20,12 +23,57 @@ def test_configs_exist():
                                          "seed_keras_lstm.yaml", "seed_simple_rnn.yaml"}
 
 
+def assert_the_run_loads_and_predicts(config: Config, run_dir: Path, metrics: dict) -> None:
+    """What the run folder is for, per task: a classifier labels texts with its label names, a translator
+    translates, and a language model's weights (it has no predictor) reproduce its validation loss."""
+    if config.task == "classification":
+        texts = ["A wonderful, moving film.", "Dull, and far too long.", "fine"]
+        predictions = nlp_rnn.load(run_dir).predict(texts)
+        assert len(predictions) == len(texts)
+        for prediction in predictions:
+            assert list(prediction["scores"]) == metrics["labels"]
+            assert prediction["label"] in metrics["labels"]
+            scores = prediction["scores"]
+            assert scores[prediction["label"]] == prediction["score"] == max(scores.values())
+            assert sum(prediction["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+    elif config.task == "translation":
+        texts = ["Ein Mann fährt Fahrrad.", "A man rides a bike."]
+        translations = nlp_rnn.load(run_dir).translate(texts, beam_size=2, n_best=2)
+        assert len(translations) == len(texts)
+        for translation in translations:
+            assert isinstance(translation["translation"], str) and len(translation["nbest"]) == 2
+            assert translation["translation"] == translation["nbest"][0]["translation"]
+            assert all(math.isfinite(c["score"]) and c["score"] <= 0 for c in translation["nbest"])
+    else:
+        from nlp_rnn import checkpoint as ckpt
+        from nlp_rnn.batching import Collator
+        from nlp_rnn.data import load_splits
+        from nlp_rnn.language_model import BidirectionalLM
+        from nlp_rnn.tasks import LanguageModelTask
+        from nlp_rnn.tokenization import PAD_ID, encode_texts
+
+        with pytest.raises(nlp_rnn.NlpRnnError, match="language-model run has no predictor.*init_from"):
+            nlp_rnn.load(run_dir)
+        (tokenizer,) = ckpt.load_tokenizers(LanguageModelTask.tokenizer_files(config), run_dir)
+        tensors, _ = ckpt.load_weights(run_dir / ckpt.WEIGHTS_FILE)
+        model = BidirectionalLM(config.model, tokenizer.get_vocab_size(), PAD_ID)
+        model.load_state_dict(tensors)
+        data = config.data
+        texts = load_splits(data, LanguageModelTask).validation[data.text_column]
+        ids = encode_texts(tokenizer, texts, data.max_length, data.truncation, data.head_fraction)
+        batch = Collator(PAD_ID)([{"input_ids": row} for row in ids if len(row) >= 2])  # one token predicts nothing
+        with torch.no_grad():
+            _, loss = model.eval()(batch)
+        assert float(loss) == pytest.approx(metrics["validation"]["loss"], rel=1e-5)
+        assert metrics["validation"]["ppl"] == pytest.approx(math.exp(float(loss)), rel=1e-5)
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_trains_shrunk(path, tmp_path):
     config = load_config(path, SHRINK)
     metrics = train(config, tmp_path / path.stem)
     assert metrics["best_epoch"] == 1
-    assert (tmp_path / path.stem / "model.safetensors").is_file()
+    assert_the_run_loads_and_predicts(config, tmp_path / path.stem, metrics)
 
 
 TRANSFER = [p for p in CONFIGS if (load_config(p).train.init_from or "runs/").split("/")[0] != "runs"]

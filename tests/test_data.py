@@ -3,7 +3,7 @@ import os
 import pytest
 
 from nlp_rnn.config import DataConfig
-from nlp_rnn.data import DataError, load_raw, load_splits, resolve_dataset
+from nlp_rnn.data import DataError, load_eval_split, load_raw, load_splits, resolve_dataset
 from nlp_rnn.tasks import ClassificationTask
 
 pytestmark = pytest.mark.slow
@@ -71,8 +71,35 @@ def test_missing_split_or_column_is_named():
 
 
 def test_data_dir_is_set_for_the_suite():
-    """The suite reads the mirror (make test and .ci/run set it); a missing mirror fails, never skips."""
-    assert os.environ.get("NLP_RNN_DATA_DIR") or os.environ.get("HF_ENDPOINT") or True
+    """The suite reads the mirror (make test, .ci/run and tests/conftest.py set it); a missing mirror fails, never
+    skips: every hub id a shipped config names is a folder there, so no test quietly falls back to the hub."""
+    from pathlib import Path
+
+    from nlp_rnn.config import read_yaml
+
+    root = os.environ.get("NLP_RNN_DATA_DIR")
+    assert root and Path(root).is_dir(), f"NLP_RNN_DATA_DIR={root!r} is not a folder"
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    hub_ids = {read_yaml(path).get("data", {}).get("dataset", DataConfig.dataset) for path in configs.rglob("*.yaml")}
+    hub_ids = {name for name in hub_ids if not name.startswith((".", "/"))}  # relative folders are not hub ids
+    assert {"stanfordnlp/imdb", "stanfordnlp/sst2", "cornell-movie-review-data/rotten_tomatoes",
+            "bentrevett/multi30k"} <= hub_ids
+    missing = sorted(name for name in hub_ids if resolve_dataset(name) != str(Path(root) / name))
+    assert not missing, f"not in the mirror {root}: {missing}"
+
+
+def test_an_evaluation_sample_is_the_one_training_validated_on():
+    """``evaluate --max-examples N`` reads the rows training read with data.max_eval_examples=N, whatever
+    max_train_examples was; without N, the whole split (validation carved from train as training carved it)."""
+    limited = DataConfig(dataset="stanfordnlp/imdb", max_train_examples=256, max_eval_examples=64)
+    trained_on = load_splits(limited, ClassificationTask)
+    for split in ("validation", "test"):
+        sample = load_eval_split(limited, split, ClassificationTask, max_examples=64)
+        assert sample["text"] == trained_on[split]["text"] and sample["label"] == trained_on[split]["label"]
+        whole = load_eval_split(limited, split, ClassificationTask)
+        assert whole["text"] == load_splits(DataConfig(dataset="stanfordnlp/imdb"), ClassificationTask)[split]["text"]
+        assert set(trained_on[split]["text"]) <= set(whole["text"])  # the sample is drawn from this very split
+        assert len(whole) == {"validation": 2_500, "test": 25_000}[split]
 
 
 def test_ptb_detokenization_matches_raw_text():

@@ -1,6 +1,7 @@
 """The bidirectional language model that pretrains the classifier's encoder (ELMo's biLM, ULMFiT's recipe)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -93,6 +94,15 @@ def test_pretrain_then_fine_tune_a_classifier(tmp_path):
     assert 0 < records[-1]["val_accuracy"] < 1
     with pytest.raises(nlp_rnn.NlpRnnError, match="language-model run has no predictor"):
         nlp_rnn.load(lm_dir)
+    # like every task's run: evaluate scores it (perplexity on the test split), pack ships it with a card
+    from nlp_rnn.cli import main
+
+    assert main(["evaluate", str(lm_dir), "--split", "validation", "--max-examples", "16"]) == 0
+    evaluated = json.loads((lm_dir / "evaluation" / "validation" / ckpt.METRICS_FILE).read_text())
+    assert evaluated["ppl"] == pytest.approx(math.exp(evaluated["loss"])) and evaluated["predictions"] > 0
+    assert main(["pack", str(lm_dir), str(tmp_path / "lm_packed")]) == 0
+    card = (tmp_path / "lm_packed" / "README.md").read_text()
+    assert "language model" in card and f"{metrics['validation']['ppl']:.2f}" in card and "init_from" in card
 
     classifier_dir = tmp_path / "classifier"
     train(tiny_config(model={"pooling": "max"}, train={"init_from": str(lm_dir), "epochs": 1}), classifier_dir)

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from nlp_rnn.config import ModelConfig, choices
 from nlp_rnn.encoder import EncoderOutput, RecurrentEncoder, lengths_to_mask
-from nlp_rnn.pooling import Pooling
+from nlp_rnn.pooling import POOLINGS, Pooling
 
 HIDDEN = 3
 SIZE = 2 * HIDDEN  # bidirectional
@@ -101,3 +102,12 @@ def test_last_is_the_top_layers_final_states(bidirectional):
 def test_unknown_pooling_names_the_valid_ones():
     with pytest.raises(ValueError, match="max_mean"):
         Pooling("sum", SIZE, 2)
+
+
+def test_the_poolings_are_exactly_the_configs_choices():
+    """One list of names: a pooling the config accepts is implemented, and one implemented is accepted."""
+    assert set(POOLINGS) == set(choices(ModelConfig, "pooling"))
+    for kind in choices(ModelConfig, "pooling"):
+        pooled, weights = Pooling(kind, SIZE, 2)(poisoned_output())
+        assert pooled.shape == (len(LENGTHS), Pooling(kind, SIZE, 2).output_size)
+        assert (weights is not None) == (kind == "attention")

@@ -1,3 +1,4 @@
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -15,9 +16,35 @@ TEXTS = ["An absolute delight from start to finish.", "Boring, predictable and f
          "It was fine.", "I laughed, I cried, I want my money back."]
 
 
+def reference_probabilities(run_dir, texts) -> torch.Tensor:
+    """The run folder's own files, read without the predictor: its config, tokenizer and weights, one padded
+    batch through the model's forward."""
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
+
+    from nlp_rnn.batching import Collator
+    from nlp_rnn.config import config_from_dict, read_yaml
+    from nlp_rnn.tokenization import PAD_ID, encode_texts
+
+    config = config_from_dict(read_yaml(run_dir / "config.yaml"))
+    tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
+    tensors = load_file(run_dir / "model.safetensors")
+    model = SentimentClassifier(config.model, tokenizer.get_vocab_size(), tensors["head.bias"].numel())
+    model.load_state_dict(tensors)
+    data = config.data
+    ids = encode_texts(tokenizer, texts, data.max_length, data.truncation, data.head_fraction)
+    batch = Collator(PAD_ID)([{"input_ids": row} for row in ids])
+    with torch.no_grad():
+        logits, _ = model.eval()(batch)
+    return logits.softmax(-1)
+
+
 def test_load_predict_matches_the_trained_model(tiny_run):
-    """save -> load gives the same probabilities as the weights in the run folder, batched or one by one."""
+    """save -> load gives the probabilities the saved model's own forward gives on the same batch, and the same
+    batched or one by one; each label is the most probable of the run's label names."""
     predictor = nlp_rnn.load(tiny_run)
+    expected = reference_probabilities(tiny_run, TEXTS)
+    assert torch.allclose(predictor.predict_proba(TEXTS), expected, atol=1e-6)
     together = predictor.predict(TEXTS)
     alone = [predictor.predict([text])[0] for text in TEXTS]
     for a, b in zip(together, alone, strict=True):
@@ -25,8 +52,13 @@ def test_load_predict_matches_the_trained_model(tiny_run):
         assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
         assert a["score"] == max(a["scores"].values())
         assert sum(a["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+    labels = json.loads((tiny_run / "metrics.json").read_text())["labels"]
+    assert [p["label"] for p in together] == [labels[i] for i in expected.argmax(-1).tolist()]
+    for prediction, row in zip(together, expected.tolist(), strict=True):
+        assert list(prediction["scores"]) == labels
+        assert list(prediction["scores"].values()) == pytest.approx(row, abs=1e-6)
     logits = predict_logits(predictor.model, EncodedDataset(predictor.encode(TEXTS)), 2, torch.device("cpu"))
-    assert torch.allclose(logits.softmax(-1), predictor.predict_proba(TEXTS), atol=1e-6)
+    assert torch.allclose(logits.softmax(-1), expected, atol=1e-6)  # small batches, sorted by length
 
 
 def test_predict_is_thread_safe(tiny_run):

@@ -5,10 +5,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from nlp_rnn.config import TokenizerConfig
-from nlp_rnn.tokenization import PAD_ID, SPECIAL_TOKENS, encode_texts, train_tokenizer, truncate
+from nlp_rnn.config import DataConfig, TokenizerConfig, choices
+from nlp_rnn.tokenization import PAD_ID, SPECIAL_TOKENS, TRUNCATIONS, encode_texts, train_tokenizer, truncate
 
-TYPES = ["word", "bpe", "wordpiece", "unigram"]
+TYPES = list(choices(TokenizerConfig, "type"))  # every tokenizer the config accepts builds and trains
 CORPUS = [
     "A wonderful film with a great cast.<br /><br />I loved every minute of it.",
     "The plot was thin and the acting was worse. A waste of time.",
@@ -90,7 +90,7 @@ def test_truncate_examples():
     assert truncate(ids, 10, "head_tail") == ids
 
 
-@given(st.integers(0, 80), st.integers(1, 40), st.sampled_from(["head", "tail", "head_tail"]),
+@given(st.integers(0, 80), st.integers(1, 40), st.sampled_from(choices(DataConfig, "truncation")),
        st.floats(0.0, 1.0))
 @settings(max_examples=200, deadline=None)
 def test_truncate_keeps_a_head_and_a_tail_within_max_length(length, max_length, strategy, head_fraction):
@@ -111,3 +111,10 @@ def test_readable_tokens_marks_word_continuations():
     assert readable_tokens(["\u2581Ein", "\u2581Mann", "\u2581spiel", "t", ".", "</s>"]) == \
         ["Ein", "Mann", "spiel", "##t", "##.", "</s>"]
     assert readable_tokens(["a", "man", "plays"]) == ["a", "man", "plays"]  # word-level: unchanged
+
+
+def test_the_truncations_are_exactly_the_configs_choices():
+    """One list of names; an unknown strategy is refused, even for a text short enough to keep whole."""
+    assert set(TRUNCATIONS) == set(choices(DataConfig, "truncation"))
+    with pytest.raises(ValueError, match="unknown truncation 'middle'.*head_tail"):
+        truncate([1, 2], 4, "middle")

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -9,8 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from nlp_rnn import checkpoint as ckpt
+from nlp_rnn.config import TrainConfig, choices
 from nlp_rnn.errors import NlpRnnError
-from nlp_rnn.training import TrainingInterrupted, train
+from nlp_rnn.training import SCHEDULES, TrainingInterrupted, _make_scheduler, _parameter_groups, train
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -88,10 +90,163 @@ def test_early_stopping_stops_after_patience(tmp_path):
     assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [1, 2]
 
 
-def test_plateau_schedule_and_gru_train(tmp_path):
-    config = tiny_config(model={"cell": "gru", "pooling": "max"}, train={"schedule": "plateau", "epochs": 1})
-    metrics = train(config, tmp_path / "plateau")
-    assert metrics["validation"]["accuracy"] > 0
+def log_records(run_dir, kind: str) -> list[dict]:
+    records = [json.loads(line) for line in (run_dir / ckpt.LOG_FILE).read_text().splitlines()]
+    return [r for r in records if r["kind"] == kind]
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "loss"])
+def test_plateau_schedule_halves_the_rate_after_an_epoch_without_improvement(tmp_path, metric):
+    """ReduceLROnPlateau with patience 0: the rate is cut by plateau_factor after each epoch whose validation
+    ``metric`` is not better than the best so far (higher accuracy, lower loss), and only then; it never moves
+    within an epoch (no warmup, no per-step decay)."""
+    config = tiny_config(model={"cell": "gru", "pooling": "max"},
+                         train={"schedule": "plateau", "epochs": 4, "lr": 2e-2, "plateau_factor": 0.5,
+                                "plateau_patience": 0, "patience": None, "metric": metric})
+    train(config, tmp_path / "plateau")
+    epochs, steps = log_records(tmp_path / "plateau", "epoch"), log_records(tmp_path / "plateau", "step")
+    assert epochs[0]["lr"] == 2e-2
+    for record in steps:
+        assert record["lr"] == epochs[record["epoch"] - 1]["lr"]
+    better = (lambda value, best: value < best) if metric == "loss" else (lambda value, best: value > best)
+    best, dropped = None, []
+    for before, after in zip(epochs, epochs[1:], strict=False):
+        value = before[f"val_{metric}"]
+        improved = best is None or better(value, best)
+        best = value if improved else best
+        assert after["lr"] == pytest.approx(before["lr"] * (1.0 if improved else 0.5), rel=1e-12)
+        dropped.append(not improved)
+    assert True in dropped and False in dropped  # this seeded run exercises both branches
+
+
+def reference_factor(schedule: str, step: int, total_steps: int, warmup_ratio: float) -> float:
+    """The documented schedule, written out: linear warmup to the peak, then linear / cosine decay or constant."""
+    warmup = int(warmup_ratio * total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return {"linear": 1.0 - progress, "cosine": (1.0 + math.cos(math.pi * progress)) / 2, "constant": 1.0}[schedule]
+
+
+def rates_by_step(schedule: str, total_steps: int, warmup_ratio: float) -> list[float]:
+    """rates[s]: the learning rate optimizer step s uses, peak rate 1."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    scheduler = _make_scheduler(optimizer, TrainConfig(schedule=schedule, warmup_ratio=warmup_ratio, lr=1.0),
+                                total_steps, "accuracy")
+    rates = []
+    for _ in range(total_steps + 1):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_warmup_then_linear_cosine_or_constant_rates_at_given_steps():
+    """100 steps, 20 of warmup: the rate climbs (s + 1) / 20 to the peak, then decays over the other 80."""
+    linear, cosine, constant = (rates_by_step(name, 100, 0.2) for name in ("linear", "cosine", "constant"))
+    for rates in (linear, cosine, constant):
+        assert rates[0] == pytest.approx(0.05) and rates[9] == pytest.approx(0.5) and rates[19] == 1.0
+        assert rates[20] == 1.0  # the peak, where decay starts
+    assert [linear[s] for s in (40, 60, 80, 100)] == pytest.approx([0.75, 0.5, 0.25, 0.0])
+    assert [cosine[s] for s in (40, 60, 80, 100)] == pytest.approx(
+        [(1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2, 0.0])
+    assert constant[20:] == [1.0] * 81
+    for name, rates in (("linear", linear), ("cosine", cosine), ("constant", constant)):
+        assert rates == pytest.approx([reference_factor(name, s, 100, 0.2) for s in range(101)], abs=1e-12)
+    assert rates_by_step("linear", 10, 0.0)[0] == 1.0  # no warmup: the peak from the first step
+
+
+def test_a_run_logs_the_scheduled_rate_at_every_step(tiny_run):
+    """The trainer steps the schedule once per optimizer step: log.jsonl's rate at step k is the schedule's."""
+    config = tiny_config()
+    steps = log_records(tiny_run, "step")
+    total = steps[-1]["step"]
+    assert total == 16 and [r["step"] for r in steps] == list(range(2, 17, 2))  # 8 batches x 2 epochs, every 2nd
+    for record in steps:
+        expected = config.train.lr * reference_factor("linear", record["step"], total, config.train.warmup_ratio)
+        assert record["lr"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_the_schedules_are_exactly_the_configs_choices():
+    """One list of names: a schedule the table lacks is refused, never run as "constant"."""
+    from dataclasses import replace
+
+    assert set(SCHEDULES) == set(choices(TrainConfig, "schedule"))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="unknown schedule 'step'.*cosine"):
+        _make_scheduler(optimizer, replace(TrainConfig(), schedule="step"), 10, "accuracy")  # unchecked config
+    assert isinstance(_make_scheduler(optimizer, TrainConfig(schedule="plateau"), 10, "loss"),
+                      torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def test_weight_decay_applies_to_matrices_only_and_skips_frozen_parameters():
+    """Embeddings, biases and peepholes are not decayed; a frozen parameter is in no group. One AdamW step with
+    zero gradients leaves only the decay: decayed tensors shrink by (1 - lr * weight_decay), the rest stay put."""
+    from nlp_rnn.classifier import SentimentClassifier
+    from nlp_rnn.config import ModelConfig
+
+    torch.manual_seed(0)
+    model = SentimentClassifier(ModelConfig(embedding_dim=6, hidden_size=5, cell="peephole_lstm",
+                                            pooling="attention"), 40, 2)
+    model.head.bias.requires_grad_(False)
+    decay, no_decay = _parameter_groups(model, 0.1)
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    decayed = {name_of[id(p)] for p in decay["params"]}
+    kept = {name_of[id(p)] for p in no_decay["params"]}
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+    assert {"head.weight", "pooling.projection.weight", "pooling.query.weight"} <= decayed
+    assert any(name.endswith("weight_ih") for name in decayed) and any(name.endswith("weight_hh") for name in decayed)
+    assert "encoder.embedding.weight" in kept and any(name.endswith("peephole") for name in kept)
+    assert {"head.bias", "pooling.projection.bias"} & kept == {"pooling.projection.bias"}
+    assert not decayed & kept and decayed | kept == set(name_of.values()) - {"head.bias"}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(_parameter_groups(model, 0.1), lr=0.5)
+    for parameter in model.parameters():
+        parameter.grad = torch.zeros_like(parameter) if parameter.requires_grad else None
+    optimizer.step()
+    for name, parameter in model.named_parameters():
+        scale = 1 - 0.5 * 0.1 if name in decayed else 1.0
+        torch.testing.assert_close(parameter.detach(), before[name] * scale, rtol=0, atol=1e-7, msg=name)
+
+
+def test_a_tied_output_matrix_is_one_parameter_and_not_decayed():
+    from nlp_rnn.config import TranslatorConfig
+    from nlp_rnn.translator import Translator
+
+    model = Translator(TranslatorConfig(embedding_dim=6, hidden_size=5, decoder_hidden_size=10, attention_size=4,
+                                        attention="luong_general", tie_embeddings=True), 30, 40)
+    decay, no_decay = _parameter_groups(model, 0.1)
+    assert any(p is model.decoder.embedding.weight for p in no_decay["params"])
+    assert not any(p is model.decoder.output.weight for p in decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_the_best_epoch_is_chosen_by_the_configured_metric(tmp_path):
+    """The same seeded run, three metrics: the best epoch is the first with the lowest loss or the highest
+    macro-F1 / accuracy; metrics.json holds that epoch's figures and model.safetensors its weights."""
+    import nlp_rnn
+    from nlp_rnn.data import load_splits
+    from nlp_rnn.evaluation import evaluate_classifier
+    from nlp_rnn.tasks import ClassificationTask, encode_classification
+
+    chosen = {}
+    for metric in ("loss", "macro_f1", "accuracy"):
+        run_dir = tmp_path / metric
+        metrics = train(tiny_config(train={"epochs": 4, "lr": 2e-2, "patience": None, "metric": metric}), run_dir)
+        values = [r[f"val_{metric}"] for r in log_records(run_dir, "epoch")]
+        best = min(values) if metric == "loss" else max(values)
+        assert metrics["metric"] == metric and metrics["best_epoch"] == values.index(best) + 1
+        record = log_records(run_dir, "epoch")[metrics["best_epoch"] - 1]
+        for name in ("loss", "accuracy", "macro_f1"):
+            assert metrics["validation"][name] == record[f"val_{name}"]
+        predictor = nlp_rnn.load(run_dir)
+        split = load_splits(predictor.config.data, ClassificationTask).validation
+        validation = encode_classification(split, predictor.tokenizer, predictor.config)
+        report = evaluate_classifier(predictor.model, validation, predictor.labels, 64, predictor.device)
+        assert report["loss"] == pytest.approx(record["val_loss"], rel=1e-6)  # the saved weights are that epoch's
+        chosen[metric] = metrics["best_epoch"]
+    assert len(set(chosen.values())) == 3, chosen  # this seeded run tells the three metrics apart
 
 
 def test_init_from_copies_encoder_and_tokenizer(tmp_path, tiny_run):

@@ -73,6 +73,31 @@ def test_evaluate_json_has_bleu_with_its_signature(reversal_run, tmp_path):
     assert len((tmp_path / "hypotheses.beam3.txt").read_text().splitlines()) == 100
 
 
+def test_evaluate_greedy_reproduces_the_validation_bleu_of_training(tmp_path, reversal_data, capsys):
+    """A weak one-epoch model on sources cut to 6 tokens, validated on data.max_eval_examples=40:
+    ``evaluate --split validation --beam 1 --max-examples 40`` decodes the same sample, encoded and cut alike,
+    so it gives metrics.json's validation BLEU and chrF (same signature), in batches of any size; without
+    --max-examples it scores the whole split."""
+    from nlp_rnn.cli import main
+
+    config = reversal_config(reversal_data, data={"max_length": 6, "max_eval_examples": 40},
+                             train={"epochs": 1, "device": "cpu", "amp": False})
+    run_dir = tmp_path / "weak"
+    validation = train(config, run_dir)["validation"]
+    assert 10 < validation["bleu"] < 95  # far from 0 and 100, so a decoding difference would show
+    for batch_size in (7, 100):
+        assert main(["evaluate", str(run_dir), "--split", "validation", "--beam", "1", "--max-examples", "40",
+                     "--batch-size", str(batch_size), "--device", "cpu", "--json",
+                     "--out", str(tmp_path / "evaluation")]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["num_sentences"] == 40
+        assert (report["bleu"], report["chrf"]) == (validation["bleu"], validation["chrf"])
+        assert report["signature"]["bleu"] == validation["signature"]["bleu"]
+    assert main(["evaluate", str(run_dir), "--split", "validation", "--beam", "1", "--device", "cpu", "--json",
+                 "--out", str(tmp_path / "whole")]) == 0
+    assert json.loads(capsys.readouterr().out)["num_sentences"] == 100
+
+
 def test_predict_prints_one_line_per_input_line(reversal_run):
     lines = [b"1 2 3", b"", b"\xff\xfe 4 5", "😀 6".encode(), b"   ", b"7 8 9 0"]
     result = run_cli("predict", str(reversal_run), "--beam", "2", "--nbest", "2", stdin=b"\n".join(lines) + b"\n")

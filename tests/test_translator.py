@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from nlp_rnn.batching import PairCollator
-from nlp_rnn.config import TrainConfig, TranslatorConfig
+from nlp_rnn.config import TrainConfig, TranslatorConfig, choices
 from nlp_rnn.decoder import DecoderStep, EncodedSource
-from nlp_rnn.tasks import teacher_forcing_ratio
+from nlp_rnn.tasks import TEACHER_FORCING_SCHEDULES, teacher_forcing_ratio
 from nlp_rnn.tokenization import BOS_ID, EOS_ID
 from nlp_rnn.translator import Translator
 
@@ -141,3 +141,12 @@ def test_teacher_forcing_schedules():
     ratios = [teacher_forcing_ratio(sigmoid, s, 1000) for s in range(0, 200, 10)]
     assert ratios[0] == pytest.approx(10 / 11) and all(a > b for a, b in zip(ratios, ratios[1:], strict=False))
     assert ratios[-1] < 0.01
+
+
+def test_the_teacher_forcing_schedules_are_exactly_the_configs_choices():
+    """One list of names; a name the table lacks is refused, never run as "constant"."""
+    from dataclasses import replace
+
+    assert set(TEACHER_FORCING_SCHEDULES) == set(choices(TrainConfig, "teacher_forcing_schedule"))
+    with pytest.raises(ValueError, match="unknown teacher_forcing_schedule 'cosine'.*inverse_sigmoid"):
+        teacher_forcing_ratio(replace(TrainConfig(), teacher_forcing_schedule="cosine"), 0, 10)  # unchecked

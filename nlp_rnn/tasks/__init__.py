@@ -61,8 +61,13 @@ def require(predictor, name: str, what: str) -> None:
 from nlp_rnn.tasks import classification, translation, language_model  # noqa: E402, I001  (the order of the choice list)
 from nlp_rnn.tasks.classification import ClassificationTask, encode_classification  # noqa: E402
 from nlp_rnn.tasks.language_model import LanguageModelTask  # noqa: E402
-from nlp_rnn.tasks.translation import TranslationTask, encode_pairs, teacher_forcing_ratio  # noqa: E402
+from nlp_rnn.tasks.translation import (  # noqa: E402
+    TEACHER_FORCING_SCHEDULES,
+    TranslationTask,
+    encode_pairs,
+    teacher_forcing_ratio,
+)
 
-__all__ = ["TASKS", "Task", "TrainingData", "ClassificationTask", "LanguageModelTask", "TranslationTask",
-           "encode_classification", "encode_pairs", "get_task", "make_task", "register_task", "require",
-           "teacher_forcing_ratio", "classification", "language_model", "translation"]
+__all__ = ["TASKS", "TEACHER_FORCING_SCHEDULES", "Task", "TrainingData", "ClassificationTask", "LanguageModelTask",
+           "TranslationTask", "encode_classification", "encode_pairs", "get_task", "make_task", "register_task",
+           "require", "teacher_forcing_ratio", "classification", "language_model", "translation"]

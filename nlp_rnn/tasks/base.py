@@ -56,6 +56,7 @@ class Task(ABC):
     kept: ClassVar[tuple[str, ...]]  # ... and to metrics.json for the best epoch
     unused_parameters: ClassVar[bool] = False  # DDP: some parameters may get no gradient in a step
     onnx_runner: ClassVar[str | None] = None  # nlp_rnn.onnx_inference runner for its exported graphs
+    card_hint: ClassVar[str] = ""  # the model card's last line: how to score or use the model
 
     def __init__(self, config: Config, tokenizers: list[Tokenizer], metadata: dict[str, Any]) -> None:
         self.config = config

@@ -204,7 +204,7 @@ class ClassificationTask(Task):
 
         labels = self.label_names
         ckpt.write_json(out / ckpt.METRICS_FILE, report)
-        plot_confusion_matrix(report["confusion_matrix"], labels, out / "confusion_matrix.png")
+        plot_confusion_matrix(report["confusion_matrix"], labels, out / ckpt.RunFolder.CONFUSION_MATRIX)
         lines = [f"  {name:>12}: precision {scores['precision']:.4f} recall {scores['recall']:.4f} "
                  f"f1 {scores['f1']:.4f} support {scores['support']}" for name, scores in report["per_class"].items()]
         return [f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "

@@ -112,15 +112,31 @@ def encode_pairs(src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, sources: li
     return PairDataset([src[i] + [EOS_ID] for i in keep], [[BOS_ID, *tgt[i], EOS_ID] for i in keep]), keep
 
 
+def _linear_teacher_forcing(train: TrainConfig, step: int, total_steps: int) -> float:
+    progress = min(1.0, step / max(1, total_steps))
+    return train.teacher_forcing + (train.teacher_forcing_final - train.teacher_forcing) * progress
+
+
+def _inverse_sigmoid_teacher_forcing(train: TrainConfig, step: int, total_steps: int) -> float:
+    k = train.teacher_forcing_k
+    return train.teacher_forcing * k / (k + math.exp(min(step / k, 700.0)))
+
+
+# Keyed by exactly config.choices(TrainConfig, "teacher_forcing_schedule") (tests/test_translator.py checks).
+TEACHER_FORCING_SCHEDULES = {
+    "constant": lambda train, step, total_steps: train.teacher_forcing,
+    "linear": _linear_teacher_forcing,
+    "inverse_sigmoid": _inverse_sigmoid_teacher_forcing,
+}
+
+
 def teacher_forcing_ratio(train: TrainConfig, step: int, total_steps: int) -> float:
     """The chance of feeding the gold token at training step ``step`` (Bengio et al. 2015's schedules)."""
-    if train.teacher_forcing_schedule == "linear":
-        progress = min(1.0, step / max(1, total_steps))
-        return train.teacher_forcing + (train.teacher_forcing_final - train.teacher_forcing) * progress
-    if train.teacher_forcing_schedule == "inverse_sigmoid":
-        k = train.teacher_forcing_k
-        return train.teacher_forcing * k / (k + math.exp(min(step / k, 700.0)))
-    return train.teacher_forcing
+    schedule = TEACHER_FORCING_SCHEDULES.get(train.teacher_forcing_schedule)
+    if schedule is None:
+        raise ValueError(f"unknown teacher_forcing_schedule {train.teacher_forcing_schedule!r}; "
+                         f"available: {', '.join(TEACHER_FORCING_SCHEDULES)}")
+    return schedule(train, step, total_steps)
 
 
 @dataclass
@@ -289,8 +305,9 @@ class TranslationTask(Task):
     def write_evaluation(self, report: dict[str, Any], data: EvaluationPairs, out: Path) -> list[str]:
         beam = report["beam_size"]
         hypotheses = report.pop("hypotheses")
-        ckpt.write_json(out / f"metrics.beam{beam}.json", report)  # greedy and beam results side by side
-        atomic_write_text(out / f"hypotheses.beam{beam}.txt", "".join(h + "\n" for h in hypotheses))
+        metrics_path, hypotheses_path = ckpt.RunFolder.beam_results(out, beam)
+        ckpt.write_json(metrics_path, report)
+        atomic_write_text(hypotheses_path, "".join(h + "\n" for h in hypotheses))
         lines = [f"{'greedy' if beam == 1 else f'beam {beam}'}, {report['sentences_per_second']:.1f} sentences/s",
                  f"  BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  TER {report['ter']:.2f}   "
                  "(sacreBLEU, detokenized, cased)", f"  {report['bleu_details']}"]
