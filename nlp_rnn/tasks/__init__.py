@@ -15,6 +15,9 @@ imported with ``nlp-rnn --plugin my_module train ...`` (or ``import my_module`` 
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from nlp_rnn.config import register_task_config
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.tasks.base import Task, TrainingData
@@ -57,8 +60,13 @@ def require(predictor, name: str, what: str) -> None:
                           f"{predictor.task.name})")
 
 
-# The built-in tasks register themselves on import.
-from nlp_rnn.tasks import classification, translation, language_model  # noqa: E402, I001  (the order of the choice list)
+# Every module of this package registers its task on import (as fairseq's tasks/ does): a new built-in task is
+# one file here. The first three keep their order in the config's list of choices.
+_FIRST = ("classification", "translation", "language_model")
+for _module in [*_FIRST, *sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in (*_FIRST, "base"))]:
+    importlib.import_module(f"{__name__}.{_module}")
+
+from nlp_rnn.tasks import classification, language_model, translation  # noqa: E402
 from nlp_rnn.tasks.classification import ClassificationTask, encode_classification  # noqa: E402
 from nlp_rnn.tasks.language_model import LanguageModelTask  # noqa: E402
 from nlp_rnn.tasks.translation import (  # noqa: E402
