@@ -330,7 +330,8 @@ def _check_field(f: dataclasses.Field, hint: Any, value: Any, key: str, errors: 
         value = float(value)
     choices = f.metadata.get("choices") or (tuple(MODEL_CONFIGS) if f.metadata.get("registry") == "tasks" else None)
     if choices and value not in choices:
-        errors.append(f"{key}: {value!r} is not one of {', '.join(choices)}")
+        hint = " (a task of your own: nlp-rnn --plugin MODULE that registers it)" if f.metadata.get("registry") else ""
+        errors.append(f"{key}: {value!r} is not one of {', '.join(choices)}{hint}")
     low, high = f.metadata.get("low"), f.metadata.get("high")
     if value is not None and not isinstance(value, bool) and isinstance(value, (int, float)):
         if low is not None and value < low:
