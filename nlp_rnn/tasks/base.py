@@ -120,17 +120,19 @@ class Task(ABC):
         """The class names the model was trained with (a task with a label set keeps them in its metadata)."""
         return self.meta.get("labels")
 
+    def vocabulary_keys(self) -> list[tuple[str, int]]:
+        """(metadata key, index into ``tokenizers``) for every vocabulary size the weights were built for."""
+        return [("vocab_size", 0)]
+
     def check_tokenizers(self, run_dir: Path) -> None:
         """One clear error when a run folder's tokenizer is not the one its weights were trained with."""
-        sizes = {"vocab_size": 0, "src_vocab_size": 0, "tgt_vocab_size": -1}
         names = self.tokenizer_files(self.config)
-        for key, index in sizes.items():
+        for key, index in self.vocabulary_keys():
             expected = self.meta.get(key)
             size = self.tokenizers[index].get_vocab_size()
             if expected not in (None, size):
-                name = names[index if index >= 0 else len(names) - 1]
-                raise NlpRnnError(f"{Path(run_dir) / name}: vocabulary of {size} tokens does not match the model's "
-                                  f"{expected} ({ckpt.WEIGHTS_FILE}); the tokenizer is from another run")
+                raise NlpRnnError(f"{Path(run_dir) / names[index]}: vocabulary of {size} tokens does not match the "
+                                  f"model's {expected} ({ckpt.WEIGHTS_FILE}); the tokenizer is from another run")
 
     def encode_training(self, split: datasets.Dataset) -> Dataset:
         """Training examples (by default encoded as for evaluation)."""

@@ -196,6 +196,9 @@ class TranslationTask(Task):
         return {"task": cls.name, "src_vocab_size": tokenizers[0].get_vocab_size(),
                 "tgt_vocab_size": tokenizers[-1].get_vocab_size()}
 
+    def vocabulary_keys(self) -> list[tuple[str, int]]:
+        return [("src_vocab_size", 0), ("tgt_vocab_size", -1)]
+
     @property
     def src_tokenizer(self) -> Tokenizer:
         return self.tokenizers[0]
