@@ -174,7 +174,8 @@ class TrainConfig:
     label_smoothing: float = _bounded(0.0, 0.0, 1.0)
     init_from: str | None = None  # a run folder: start from its weights and reuse its tokenizer (transfer)
     freeze_embeddings: bool = False  # keep every embedding matrix fixed (e.g. pretrained through init_from)
-    metric: str = _choice("auto", "auto", "accuracy", "macro_f1", "bleu", "loss")  # auto: accuracy or bleu
+    # auto: the task's first metric; the valid names are every registered task's (nlp_rnn.tasks), checked per task
+    metric: str = field(default="auto", metadata={"registry": "metrics"})
     teacher_forcing: float = _bounded(1.0, 0.0, 1.0)  # translation: chance of feeding the gold token
     teacher_forcing_schedule: str = _choice("constant", "constant", "linear", "inverse_sigmoid")
     teacher_forcing_final: float = _bounded(0.5, 0.0, 1.0)  # linear: ratio reached at the last step
@@ -199,7 +200,7 @@ class Config:
 
     task: str = field(default="classification", metadata={"registry": "tasks"})
     plugins: list[str] = field(default_factory=list)  # modules imported first (a user's tasks, cells): nlp_rnn.plugins
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # a task may use a subclass with its own columns
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig | TranslatorConfig = field(default_factory=ModelConfig)  # the class follows ``task``
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -220,16 +221,22 @@ class Config:
 # Filled by each task module (nlp_rnn.tasks.register_task) so this module imports nothing above it: a task's
 # ``model:`` section class, its train.metric choices ("auto" first) and its semantic checks.
 MODEL_CONFIGS: dict[str, type] = {}
+DATA_CONFIGS: dict[str, type] = {}  # a task's ``data:`` section class when it reads columns of its own
 TASK_METRICS: dict[str, tuple[str, ...]] = {}
 TASK_CHECKS: dict[str, Callable[[Config, list[str]], None]] = {}
 
 
 def register_task_config(name: str, model_config: type, metrics: tuple[str, ...],
-                         check: Callable[[Config, list[str]], None] | None = None) -> None:
-    """Make ``task: <name>`` valid: its model section, metrics (the first is what ``auto`` means) and checks."""
+                         check: Callable[[Config, list[str]], None] | None = None,
+                         data_config: type = DataConfig) -> None:
+    """Make ``task: <name>`` valid: its model section, metrics (the first is what ``auto`` means), checks and
+    data section (``DataConfig`` or a subclass adding the task's own keys)."""
     if not metrics:
         raise ValueError(f"task {name!r} needs at least one metric")
+    if not (isinstance(data_config, type) and issubclass(data_config, DataConfig)):
+        raise TypeError(f"task {name!r}: data_config must be DataConfig or a subclass, not {data_config!r}")
     MODEL_CONFIGS[name] = model_config
+    DATA_CONFIGS[name] = data_config
     TASK_METRICS[name] = ("auto", *metrics)
     if check is not None:
         TASK_CHECKS[name] = check
@@ -328,9 +335,12 @@ def _check_field(f: dataclasses.Field, hint: Any, value: Any, key: str, errors: 
         return value
     if isinstance(value, int) and not isinstance(value, bool) and float in (*typing.get_args(hint), hint):
         value = float(value)
-    choices = f.metadata.get("choices") or (tuple(MODEL_CONFIGS) if f.metadata.get("registry") == "tasks" else None)
+    registry = f.metadata.get("registry")
+    choices = f.metadata.get("choices") or (tuple(MODEL_CONFIGS) if registry == "tasks" else None)
+    if registry == "metrics":
+        choices = tuple(dict.fromkeys(name for names in TASK_METRICS.values() for name in names))
     if choices and value not in choices:
-        hint = " (a task of your own: nlp-rnn --plugin MODULE that registers it)" if f.metadata.get("registry") else ""
+        hint = " (a task of your own: nlp-rnn --plugin MODULE that registers it)" if registry == "tasks" else ""
         errors.append(f"{key}: {value!r} is not one of {', '.join(choices)}{hint}")
     low, high = f.metadata.get("low"), f.metadata.get("high")
     if value is not None and not isinstance(value, bool) and isinstance(value, (int, float)):
@@ -353,6 +363,7 @@ def _build(cls: type, values: Any, prefix: str, errors: list[str]) -> Any:
             import_plugins([str(name) for name in values["plugins"]])  # they may register the task and cells
         task = values.get("task", Config.task)
         hints["model"] = MODEL_CONFIGS.get(task if isinstance(task, str) else Config.task, ModelConfig)
+        hints["data"] = DATA_CONFIGS.get(task if isinstance(task, str) else Config.task, DataConfig)
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
@@ -366,8 +377,10 @@ def _build(cls: type, values: Any, prefix: str, errors: list[str]) -> Any:
             kwargs[key] = _build(hint, value, dotted, errors)
         else:
             kwargs[key] = _check_field(f, hint, value, dotted, errors)
-    if cls is Config and "model" not in kwargs:
-        kwargs["model"] = hints["model"]()
+    if cls is Config:
+        for section in ("model", "data"):
+            if section not in kwargs:
+                kwargs[section] = hints[section]()
     return cls(**kwargs)
 
 

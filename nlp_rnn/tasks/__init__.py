@@ -33,7 +33,7 @@ def register_task(name: str):
             raise TypeError(f"register_task({name!r}) decorates a Task subclass, not {cls!r}")
         cls.name = name
         TASKS[name] = cls
-        register_task_config(name, cls.model_config, cls.metrics, cls.check_config)
+        register_task_config(name, cls.model_config, cls.metrics, cls.check_config, cls.data_config)
         return cls
 
     return register

@@ -50,6 +50,7 @@ class Task(ABC):
 
     name: ClassVar[str] = ""  # set by register_task
     model_config: ClassVar[type]  # the frozen dataclass of the config's ``model:`` section
+    data_config: ClassVar[type] = DataConfig  # the ``data:`` section: a subclass adds the task's own columns
     metrics: ClassVar[tuple[str, ...]]  # valid train.metric values; the first is what ``auto`` means
     unit: ClassVar[str] = "examples"  # what ``nlp-rnn evaluate`` counts
     logged: ClassVar[tuple[str, ...]]  # validation scores written to log.jsonl every epoch ...
