@@ -27,6 +27,7 @@ DEVICE_HELP = "where the model runs: auto (a CUDA GPU when there is one, else th
 def _train(args: argparse.Namespace) -> int:
     from nlp_rnn.config import load_config
     from nlp_rnn.distributed import context_from_env
+    from nlp_rnn.tasks import get_task
     from nlp_rnn.training import train
 
     if args.resume:
@@ -53,8 +54,9 @@ def _train(args: argparse.Namespace) -> int:
     if not process.is_main:
         return 0
     validation = metrics["validation"]
-    scores = ", ".join(f"{name} {validation[name]:.4f}" for name in ("accuracy", "macro_f1", "bleu", "loss")
-                       if name in validation)
+    # the task's headline scores: its metrics (train.metric's choices), in its own order
+    names = get_task(metrics.get("task") or config.task).metrics
+    scores = ", ".join(f"{name} {validation[name]:.4f}" for name in names if name in validation)
     print(f"best epoch {metrics['best_epoch']}: validation {scores}; run folder {out}")
     return 0
 

@@ -70,7 +70,14 @@ class CRF(nn.Module):
                 allowed_start: Tensor | None = None) -> tuple[list[list[int]], Tensor]:
         """The best path of each row (its own length) and its score. ``allowed`` (tags, tags) bool and
         ``allowed_start`` (tags,) bool forbid transitions at decoding only (e.g. IOB2's I-X after O)."""
-        transitions, start = self.transitions, self.start
+        return self.viterbi_scores(emissions, mask, self.transitions, self.start, self.end, allowed, allowed_start)
+
+    @staticmethod
+    def viterbi_scores(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor,
+                       allowed: Tensor | None = None,
+                       allowed_start: Tensor | None = None) -> tuple[list[list[int]], Tensor]:
+        """Viterbi over given scores: emissions (batch, len, tags), transitions (tags, tags), start and end (tags,).
+        A softmax tagger decodes its log-probabilities with zero transitions to keep IOB2 paths valid."""
         if allowed is not None:
             transitions = transitions.masked_fill(~allowed.to(transitions.device), FORBIDDEN)
         if allowed_start is not None:
@@ -82,14 +89,16 @@ class CRF(nn.Module):
             keep = mask[:, t].unsqueeze(1)
             score = torch.where(keep, best + emissions[:, t], score)
             backpointers.append(index)
-        best_score, last = (score + self.end).max(dim=1)
+        best_score, last = (score + end).max(dim=1)
         lengths = mask.long().sum(1).tolist()
+        pointers = torch.stack(backpointers, 1).tolist() if backpointers else []  # (batch, len - 1, tags)
+        last = last.tolist()
         paths = []
         for row, length in enumerate(lengths):
-            tag = int(last[row])
+            tag = last[row]
             path = [tag]
             for t in range(length - 2, -1, -1):
-                tag = int(backpointers[t][row, tag])
+                tag = pointers[row][t][tag]
                 path.append(tag)
             paths.append(path[::-1])
         return paths, best_score

@@ -56,6 +56,22 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], label_names: Sequence
     _save(figure, path)
 
 
+def plot_class_scores(scores: dict[str, dict[str, float]], path: str | Path) -> None:
+    """Precision, recall and F1 per class or entity type as grouped bars, with each class's support."""
+    names = list(scores)
+    figure, axis = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 2), 3.6))
+    width = 0.27
+    for offset, key in enumerate(("precision", "recall", "f1")):
+        positions = [i + (offset - 1) * width for i in range(len(names))]
+        bars = axis.bar(positions, [scores[n][key] for n in names], width, label=key)
+        axis.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+    axis.set_xticks(range(len(names)), [f"{n}\n({scores[n].get('support', '')})" for n in names])
+    axis.set(ylim=(0, 1.08), ylabel="score", title="scores per type (support)")
+    axis.legend(loc="lower right", fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    _save(figure, path)
+
+
 def attention_figure(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weights) -> Figure:
     """A heatmap of attention weights: target tokens (rows) x source tokens (columns).
 

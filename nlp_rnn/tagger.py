@@ -1,6 +1,10 @@
 """The sequence tagger: word embedding + a character CNN per word (Ma & Hovy 2016; Lample et al. 2016 use a
 char BiLSTM) -> the shared recurrent encoder -> dropout -> a linear layer per token -> softmax or a CRF
-(flair's ``SequenceTagger``). ``forward`` gives emissions and the loss; decoding (:meth:`decode`) is apart."""
+(flair's ``SequenceTagger``). ``forward`` gives emissions and the loss; decoding (:meth:`decode`) is apart.
+
+With a subword tokenizer a word is several tokens: the encoder reads every token, and a word's tag is scored at
+its first token only (``TagBatch.word_starts``), so the CRF chains words and the other pieces never reach the loss.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +19,25 @@ from nlp_rnn.encoder import RecurrentEncoder
 
 @dataclass
 class TagBatch:
-    input_ids: Tensor  # (batch, len) word ids, padded with 0
-    char_ids: Tensor  # (batch, len, max_chars) character ids, padded with 0
-    lengths: Tensor  # (batch,) int64, on the CPU
+    input_ids: Tensor  # (batch, len) token ids, padded with 0
+    char_ids: Tensor  # (batch, len, max_chars) character ids of each token, padded with 0
+    lengths: Tensor  # (batch,) int64 tokens per row, on the CPU
     mask: Tensor  # (batch, len) bool, True at real tokens
-    tags: Tensor | None = None  # (batch, len) int64, 0 at padding (masked)
+    tags: Tensor | None = None  # (batch, words) int64, 0 at padding (masked)
+    word_starts: Tensor | None = None  # (batch, words) each word's first token; None: one token per word
+    word_mask: Tensor | None = None  # (batch, words) bool, True at real words (with word_starts)
 
     def to(self, device: torch.device | str) -> TagBatch:
-        tags = None if self.tags is None else self.tags.to(device, non_blocking=True)
-        return TagBatch(self.input_ids.to(device, non_blocking=True), self.char_ids.to(device, non_blocking=True),
-                        self.lengths, self.mask.to(device, non_blocking=True), tags)
+        def move(tensor):
+            return None if tensor is None else tensor.to(device, non_blocking=True)
+
+        return TagBatch(move(self.input_ids), move(self.char_ids), self.lengths, move(self.mask), move(self.tags),
+                        move(self.word_starts), move(self.word_mask))
+
+    @property
+    def tag_mask(self) -> Tensor:
+        """(batch, words) bool: the positions that carry a tag."""
+        return self.mask if self.word_starts is None else self.word_mask
 
     @property
     def num_tokens(self) -> int:
@@ -43,7 +56,7 @@ class CharCNN(nn.Module):
     def forward(self, char_ids: Tensor) -> Tensor:
         """(batch, len, chars) -> (batch, len, filters); zero for padded words."""
         batch, length, chars = char_ids.shape
-        flat = char_ids.view(batch * length, chars)  # (words, chars)
+        flat = char_ids.reshape(batch * length, chars)  # (words, chars)
         features = self.conv(self.embedding(flat).transpose(1, 2))  # (words, filters, chars)
         features = features.masked_fill((flat == 0).unsqueeze(1), float("-inf")).max(dim=2).values
         features = torch.where(torch.isinf(features), torch.zeros_like(features), features)  # words with no chars
@@ -51,11 +64,19 @@ class CharCNN(nn.Module):
 
 
 class SequenceTagger(nn.Module):
-    def __init__(self, config, vocab_size: int, num_chars: int, num_tags: int, pad_id: int = 0) -> None:
+    """``config``: the ``model:`` section of a tagging config (nlp_rnn.tasks.tagging.TaggerConfig)."""
+
+    def __init__(self, config, vocab_size: int, num_chars: int, num_tags: int, pad_id: int = 0,
+                 unk_id: int = 1) -> None:
         super().__init__()
+        self.num_tags = num_tags
+        self.unk_id = unk_id
+        self.word_dropout = getattr(config, "word_dropout", 0.0)
         self.word_embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_id)
-        self.chars = CharCNN(num_chars, config.char_embedding_dim, config.char_filters, config.char_kernel_size)
-        input_size = config.embedding_dim + self.chars.output_size
+        use_chars = getattr(config, "char_features", True)
+        self.chars = CharCNN(num_chars, config.char_embedding_dim, config.char_filters,
+                             config.char_kernel_size) if use_chars else None
+        input_size = config.embedding_dim + (self.chars.output_size if self.chars is not None else 0)
         self.encoder = RecurrentEncoder(1, input_size, config.hidden_size, cell=config.cell,
                                         num_layers=config.num_layers, bidirectional=config.bidirectional,
                                         dropout=config.dropout, embedding_dropout=config.embedding_dropout,
@@ -65,35 +86,59 @@ class SequenceTagger(nn.Module):
         self.head = nn.Linear(self.encoder.output_size, num_tags)
         self.crf = CRF(num_tags) if config.output == "crf" else None
 
+    def embed(self, batch: TagBatch) -> Tensor:
+        """(batch, len, embedding_dim [+ char_filters]): each token's word embedding and character features."""
+        input_ids = batch.input_ids
+        if self.training and self.word_dropout > 0:  # a known word read as <unk>: the model learns to use context
+            dropped = torch.rand(input_ids.shape, device=input_ids.device) < self.word_dropout
+            input_ids = input_ids.masked_fill(dropped & batch.mask, self.unk_id)
+        embedded = self.word_embedding(input_ids)
+        if self.chars is None:
+            return embedded
+        return torch.cat([embedded, self.chars(batch.char_ids)], dim=-1)
+
     def emissions(self, batch: TagBatch) -> Tensor:
-        """(batch, len, num_tags) per-token tag scores."""
-        embedded = torch.cat([self.word_embedding(batch.input_ids), self.chars(batch.char_ids)], dim=-1)
-        encoded = self.encoder.encode_embedded(embedded, batch.lengths).outputs  # (batch, len, dirs * hidden)
+        """(batch, words, num_tags) tag scores per word (at its first token)."""
+        encoded = self.encoder.encode_embedded(self.embed(batch), batch.lengths).outputs  # (batch, len, dirs * hid)
+        if batch.word_starts is not None:
+            index = batch.word_starts.unsqueeze(-1).expand(-1, -1, encoded.size(-1))
+            encoded = encoded.gather(1, index)  # (batch, words, dirs * hidden)
         return self.head(self.dropout(encoded))
 
     def forward(self, batch: TagBatch, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """-> (emissions (batch, len, tags), loss): the CRF's mean negative log-likelihood per sentence, or the
-        softmax's cross-entropy per token; padding never counts."""
+        """-> (emissions (batch, words, tags), loss): the CRF's negative log-likelihood of the batch's sentences,
+        or the softmax's cross-entropy, per word (so the two read alike); padding never counts."""
         emissions = self.emissions(batch)
         if targets is None:
             return emissions, None
+        mask = batch.tag_mask
         if self.crf is not None:
-            return emissions, self.crf.nll(emissions.float(), targets, batch.mask).mean()
-        loss = nn.functional.cross_entropy(emissions[batch.mask].float(), targets[batch.mask])
+            return emissions, self.crf.nll(emissions.float(), targets, mask).sum() / mask.sum()
+        loss = nn.functional.cross_entropy(emissions[mask].float(), targets[mask])
         return emissions, loss
 
     def decode(self, emissions: Tensor, mask: Tensor, allowed: Tensor | None = None,
                allowed_start: Tensor | None = None) -> tuple[list[list[int]], list[list[float]]]:
-        """Each row's tags (Viterbi for a CRF, else the argmax) and each tag's probability (CRF marginals)."""
+        """Each row's tags (Viterbi for a CRF, else the argmax) and each tag's probability (CRF marginals).
+        ``allowed`` / ``allowed_start`` forbid transitions (IOB2) for a CRF and for softmax alike."""
         emissions = emissions.float()
-        lengths = mask.long().sum(1).tolist()
         if self.crf is None:
-            probabilities, best = emissions.softmax(-1).max(-1)
+            probabilities = emissions.softmax(-1)
+            if allowed is None:
+                confidence, best = probabilities.max(-1)
+                lengths = mask.long().sum(1).tolist()
+                return ([best[row, :n].tolist() for row, n in enumerate(lengths)],
+                        [confidence[row, :n].tolist() for row, n in enumerate(lengths)])
+            # the best valid path under the per-word probabilities: Viterbi with zero transition scores
+            paths, _ = CRF.viterbi_scores(probabilities.clamp_min(1e-12).log(), mask,
+                                          torch.zeros(self.num_tags, self.num_tags, device=emissions.device),
+                                          torch.zeros(self.num_tags, device=emissions.device),
+                                          torch.zeros(self.num_tags, device=emissions.device), allowed, allowed_start)
         else:
             paths, _ = self.crf.viterbi(emissions, mask, allowed, allowed_start)
-            best = torch.zeros(mask.shape, dtype=torch.long, device=emissions.device)
-            for row, path in enumerate(paths):
-                best[row, : len(path)] = torch.tensor(path, device=emissions.device)
-            probabilities = self.crf.marginals(emissions, mask).gather(2, best.unsqueeze(-1)).squeeze(-1)
-        tags = [best[row, :n].tolist() for row, n in enumerate(lengths)]
-        return tags, [probabilities[row, :n].tolist() for row, n in enumerate(lengths)]
+            probabilities = self.crf.marginals(emissions, mask).clamp(0.0, 1.0)  # exp() may round past 1
+        scores = []
+        for row, path in enumerate(paths):
+            index = torch.tensor(path, device=emissions.device)
+            scores.append(probabilities[row, torch.arange(len(path), device=emissions.device), index].tolist())
+        return paths, scores

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from nlp_rnn.config import (
+    DATA_CONFIGS,
     MODEL_CONFIGS,
     Config,
     ConfigError,
@@ -182,7 +183,7 @@ def test_save_then_load_round_trips(tmp_path, path):
     saved = tmp_path / "config.yaml"
     save_config(config, saved)
     values = read_yaml(saved)
-    defaults = Config(task=task, model=MODEL_CONFIGS[task]()).to_dict()
+    defaults = Config(task=task, model=MODEL_CONFIGS[task](), data=DATA_CONFIGS[task]()).to_dict()
     assert set(values) == set(defaults)
     assert all(set(values[section]) == set(defaults[section]) for section in ("data", "model", "train", "search"))
     assert config_from_dict(values) == config
