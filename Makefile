@@ -12,7 +12,7 @@ ifneq ($(SHARED_DATA),)
 export NLP_RNN_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install lock test test-fast demo screenshot load-test lint clean sentiment-model translation-model imdb-lm sst2-lm rt-lm
+.PHONY: install lock test test-fast demo screenshot load-test lint clean sentiment-model translation-model imdb-lm sst2-lm rt-lm ner-vectors ner-model
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -90,3 +90,19 @@ sst2-lm: install
 rt-lm: install
 	test -f runs/imdb_bilm/model.safetensors || $(MAKE) imdb-lm
 	$(BIN)/nlp-rnn train configs/pretraining/rotten_tomatoes_bilm.yaml --out runs/rotten_tomatoes_bilm
+
+# The 100-d English word vectors that configs/tagging/conll2003_ner.yaml starts from (about 2 minutes on 2 cores):
+# PPMI + truncated SVD over 22.8M words of unlabelled English here (never CoNLL's validation or test text).
+ner-vectors: runs/vectors/english-100d.txt
+runs/vectors/english-100d.txt: | install
+	$(BIN)/python -m nlp_rnn.word_vectors --out $@ --dim 100 --max-words 100000 --min-count 3 \
+	  --text stanfordnlp/imdb:train+unsupervised:text --text stanfordnlp/sst2:train:sentence \
+	  --text cornell-movie-review-data/rotten_tomatoes:train:text --text bentrevett/multi30k:train:en \
+	  --text ../shared/data/hf-extra/eng-fra:train:en --text eriktks/conll2003:train:tokens
+
+# Retrain, pack and score the shipped CoNLL-2003 named-entity tagger (about 30 minutes on 2 CPU cores).
+ner-model: ner-vectors
+	$(BIN)/nlp-rnn train configs/tagging/conll2003_ner.yaml --out runs/conll2003_ner
+	$(BIN)/nlp-rnn pack runs/conll2003_ner demo/models/ner-conll2003 --fp16 --force
+	for split in validation test; do $(BIN)/nlp-rnn evaluate demo/models/ner-conll2003 --split $$split || exit 1; done
+	$(BIN)/nlp-rnn pack demo/models/ner-conll2003 --card-only

@@ -160,8 +160,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     device = "cpu" if args.quantize and args.device == "auto" else str(select_device(args.device))
     try:
-        demo.main(sentiment=args.sentiment, translation=args.translation, host=args.host, port=args.port,
-                    quantize=args.quantize, device=device)
+        demo.main(host=args.host, port=args.port, quantize=args.quantize, device=device, sentiment=args.sentiment,
+                  translation=args.translation, entities=args.entities)
     except OSError as err:  # e.g. the port is taken
         raise NlpRnnError(f"cannot serve the demo on {args.host}:{args.port}: {err}") from None
     return 0
@@ -250,9 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "demo/models/sentiment-imdb; required when nlp-rnn is installed without one)")
     demo.add_argument("--translation", default=None, help="translation run folder (default in a source checkout: "
                       "demo/models/translate-de-en; required when nlp-rnn is installed without one)")
+    demo.add_argument("--entities", default=None, help="tagging (named-entity) run folder (default in a source "
+                      "checkout: demo/models/ner-conll2003; required when nlp-rnn is installed without one)")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=7860)
-    demo.add_argument("--quantize", action="store_true", help="run both models with dynamic int8 quantization (CPU)")
+    demo.add_argument("--quantize", action="store_true", help="run every model with dynamic int8 quantization (CPU)")
     demo.add_argument("--device", default="auto", help=DEVICE_HELP + "; --quantize runs on the CPU")
     demo.set_defaults(run=_demo)
     return parser

@@ -277,16 +277,14 @@ class TaggingTask(Task):
     logged = ("loss", "accuracy", "precision", "recall", "f1")
     kept = ("loss", "accuracy", "precision", "recall", "f1", "per_type", "scheme")
     card_hint = "Test scores: `nlp-rnn evaluate <this folder> --split test` on this folder's own weights."
+    onnx_runner = "tagger"
     PER_TYPE_PLOT = "per_type.png"  # evaluation/SPLIT/: precision, recall and F1 per entity type
     CONFUSION_PLOT = ckpt.RunFolder.CONFUSION_MATRIX  # evaluation/SPLIT/: entity types, exact spans
 
     @classmethod
     def check_config(cls, config: Config, errors: list[str]) -> None:
-        check_cell(config, "cell", errors)
-        vectors = config.model.word_vectors
-        if isinstance(vectors, str) and not Path(vectors).expanduser().is_file():
-            errors.append(f"model.word_vectors: {vectors!r} is not a file (a text file of word vectors; "
-                          "python -m nlp_rnn.word_vectors builds one)")
+        check_cell(config, "cell", errors)  # model.word_vectors is read (and checked) when training starts only:
+        # a trained model's config.yaml still names it, and loading the model needs no vectors
 
     @classmethod
     def columns(cls, data: TaggingDataConfig) -> tuple[str, ...]:
@@ -568,6 +566,19 @@ class TaggingTask(Task):
                 lines.append(f"| {folder.name} | {report['num_examples']:,} | {report['precision']:.4f} | "
                              f"{report['recall']:.4f} | {report['f1']:.4f} | {report['accuracy']:.4f} |")
         return lines
+
+    def export_onnx(self, model: nn.Module, out: Path, opset: int) -> list[Path]:
+        from nlp_rnn.onnx_graphs import export_tagger
+
+        if self.config.tokenizer.type != "word":
+            raise NlpRnnError(f"ONNX export of a tagger needs a word-level vocabulary (tokenizer.type word), not "
+                              f"{self.config.tokenizer.type!r}: the ONNX runner does not split words into pieces")
+        return export_tagger(model, out, opset)
+
+    def onnx_manifest(self) -> dict[str, Any]:
+        allowed, allowed_start = self.constraints()  # decoding's IOB2 masks, None when not constrained
+        return {"tags": self.tag_names, "allowed": None if allowed is None else allowed.tolist(),
+                "allowed_start": None if allowed_start is None else allowed_start.tolist()}
 
 
 def tag_names(split: datasets.Dataset, column: str) -> list[str]:

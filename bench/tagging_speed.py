@@ -1,0 +1,120 @@
+"""Speed of the sequence tagger on CoNLL-2003: training tokens/s, and tagging sentences/s in batches and one
+sentence at a time on one thread (the demo's case).
+
+    NLP_RNN_DATA_DIR=../shared/data/hf python bench/tagging_speed.py [--run demo/models/ner-conll2003]
+        [--config configs/tagging/conll2003_ner.yaml] [--threads 2] [--steps 300] [--json OUT]
+
+Training: ``--steps`` optimizer steps of the config's model (word vectors left out: they change only the start)
+on real shuffled batches of the training split, through the task's own forward, after 20 warm-up steps.
+Tagging: the whole test split (3,453 sentences) through ``load(run).tag_tokens`` in batches of 256, then 300 test
+sentences as raw text through ``load(run).tag([text])`` with one thread. Prints the CPU model and its vector
+flags first: figures from different CPUs are not comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import nlp_rnn
+from nlp_rnn import runtime
+from nlp_rnn.config import load_config
+from nlp_rnn.data import load_eval_split
+from nlp_rnn.tasks import get_task
+
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+
+
+def cpu() -> str:
+    """The CPU model and which of the vector extensions that matter here it has."""
+    model, flags = "", set()
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text().splitlines() if info.is_file() else []:
+        if line.startswith("model name") and not model:
+            model = line.split(":", 1)[1].strip()
+        if line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    model = model or platform.processor() or platform.machine()
+    return f"{model}; flags: {' '.join(f for f in FLAGS if f in flags) or 'none of ' + ', '.join(FLAGS)}"
+
+
+def training_speed(config_path: str, steps: int) -> dict[str, float]:
+    config = load_config(config_path, ["model.word_vectors=null", "train.progress=false"])
+    if config.train.keep_freed_memory:
+        runtime.keep_freed_memory()  # as nlp-rnn train does on a CPU
+    task, data = get_task(config.task).for_training(config)
+    torch.manual_seed(0)
+    model = task.build_model().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
+    sampler = task.sampler(data.train, replace(config.train))
+    batches = sampler.batches()
+    tokens, seconds = 0, 0.0
+    for index in range(20 + steps):
+        batch = task.collate([data.train[i] for i in batches[index % len(batches)]])
+        started = time.perf_counter()
+        loss, _, _ = task.forward(model, batch, index, steps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm or float("inf"))
+        optimizer.step()
+        if index >= 20:
+            seconds += time.perf_counter() - started
+            tokens += batch.num_tokens
+    return {"train_tokens_per_second": tokens / seconds, "train_steps": steps,
+            "batch_size": config.train.batch_size}
+
+
+def tagging_speed(run: str) -> dict[str, float]:
+    tagger = nlp_rnn.load(run)
+    config = tagger.config
+    test = load_eval_split(config.data, "test", type(tagger.task))
+    sentences = [list(tokens) for tokens in test[config.data.tokens_column]]
+    tagger.tag_tokens(sentences[:64])  # warm-up
+    started = time.perf_counter()
+    tagger.tag_tokens(sentences, batch_size=256)
+    batched = len(sentences) / (time.perf_counter() - started)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    texts = [" ".join(tokens) for tokens in sentences if len(tokens) >= 5][:300]
+    tagger.tag(texts[:5])
+    times = []
+    for text in texts:
+        started = time.perf_counter()
+        tagger.tag([text])
+        times.append(time.perf_counter() - started)
+    torch.set_num_threads(threads)
+    ordered = sorted(times)
+    return {"tag_sentences_per_second_batched": batched, "test_sentences": len(sentences),
+            "single_sentence_p50_ms_1_thread": 1000 * statistics.median(times),
+            "single_sentence_p90_ms_1_thread": 1000 * ordered[int(0.9 * len(ordered))],
+            "single_sentence_words_mean": statistics.mean(len(t.split()) for t in texts)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", default="demo/models/ner-conll2003")
+    parser.add_argument("--config", default="configs/tagging/conll2003_ner.yaml")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for training and batches (0: default)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"CPU: {cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    result = {"cpu": cpu(), "threads": torch.get_num_threads(), **training_speed(args.config, args.steps),
+              **tagging_speed(args.run)}
+    for key, value in result.items():
+        print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
