@@ -9,7 +9,10 @@ loop with a data-dependent length cannot be one graph:
 - ``decoder_step.onnx``: ``prev_tokens`` plus that state and source -> ``log_probs`` (batch, vocab), the next
   ``hidden`` and ``attentional``, and ``attention`` (batch, src_len) (``Translator.decode_step``).
 
-The search loop runs outside the graphs (``nlp_rnn.onnx_inference`` has greedy search on onnxruntime). The
+The search loop runs outside the graphs (``nlp_rnn.onnx_inference`` has greedy search on onnxruntime). A tagger
+becomes ``tagger.onnx``: ``input_ids`` (batch, length), ``char_ids`` (batch, length, chars) and ``lengths`` ->
+``emissions`` (batch, length, tags), every axis dynamic; a CRF's transition, start and end scores go to
+``crf.json`` and the tag names and IOB2 masks to the manifest, so Viterbi runs beside the graph, in numpy. The
 export folder also holds ``config.yaml`` and the tokenizer file(s), so it is self-contained.
 
 We use torch's TorchScript-based exporter (``dynamo=False``): it maps ``nn.LSTM``/``nn.GRU`` to ONNX's own

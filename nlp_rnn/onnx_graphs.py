@@ -1,11 +1,12 @@
 """The ONNX graphs of the built-in models (``nlp-rnn export``; see :mod:`nlp_rnn.export` for the layout).
 
-A task's ``export_onnx`` calls :func:`export_classifier` or :func:`export_translator`; this module knows the
-models, not the tasks or run folders.
+A task's ``export_onnx`` calls :func:`export_classifier`, :func:`export_translator` or :func:`export_tagger`;
+this module knows the models, not the tasks or run folders.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -14,7 +15,10 @@ from torch import Tensor, nn
 
 from nlp_rnn.cells import FUSED_CELLS
 from nlp_rnn.decoder import DecoderState, EncodedSource
+from nlp_rnn.encoder import lengths_to_mask
 from nlp_rnn.errors import NlpRnnError
+from nlp_rnn.onnx_inference import CRF_FILE
+from nlp_rnn.tagger import TagBatch
 
 OPSET = 17
 
@@ -56,6 +60,19 @@ class DecoderStepGraph(nn.Module):
         step = self.model.decode_step(prev_tokens, state, EncodedSource(values, keys, mask, state))
         log_probs = step.logits.float().log_softmax(-1)  # (batch, vocab)
         return log_probs, step.state.hidden, step.state.attentional, step.attention
+
+
+class TaggerGraph(nn.Module):
+    """``SequenceTagger.emissions`` on plain tensors: (input_ids, char_ids, lengths) -> emissions; one token per
+    word (a word-level vocabulary), so no ``word_starts``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, char_ids: Tensor, lengths: Tensor) -> Tensor:
+        mask = lengths_to_mask(lengths, input_ids.size(1))  # (batch, len)
+        return self.model.emissions(TagBatch(input_ids, char_ids, lengths, mask))  # (batch, len, tags)
 
 
 def _export(graph: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: dict[str, dict[int, str]],
@@ -112,4 +129,26 @@ def export_translator(model: nn.Module, out: Path, opset: int = OPSET) -> list[P
         {"prev_tokens": {0: "batch"}, **state_axes, "values": source_axes, "keys": source_axes, "mask": source_axes},
         {"log_probs": {0: "batch"}, "next_hidden": {1: "batch"}, "next_attentional": {0: "batch"},
          "attention": source_axes}, opset))
+    return written
+
+
+def export_tagger(model: nn.Module, out: Path, opset: int = OPSET) -> list[Path]:
+    """``tagger.onnx`` (the emissions) in ``out`` from a SequenceTagger (float32), and for a CRF tagger its
+    transition, start and end scores in ``crf.json``: decoding (Viterbi) runs outside the graph."""
+    _check_exportable(model.encoder)
+    input_ids, lengths = _example_ids(2, 7)
+    word_lengths = torch.tensor([1, 3, 5, 2, 4, 1, 3])  # characters per word, the longest 5; the rest padding
+    char_ids = (torch.arange(5) < word_lengths.unsqueeze(1)) * torch.arange(5).add(4)  # (7, 5)
+    char_ids = char_ids.repeat(2, 1, 1) * (input_ids != 0).unsqueeze(-1)  # (2, 7, 5), none at padded words
+    packed, model.encoder.packed = model.encoder.packed, "never"  # a graph has no PackedSequence; same numbers
+    try:
+        written = [_export(TaggerGraph(model), (input_ids, char_ids, lengths), out / "tagger.onnx",
+                           {"input_ids": {0: "batch", 1: "length"}, "char_ids": {0: "batch", 1: "length", 2: "chars"},
+                            "lengths": {0: "batch"}}, {"emissions": {0: "batch", 1: "length"}}, opset)]
+    finally:
+        model.encoder.packed = packed
+    if model.crf is not None:
+        scores = {name: getattr(model.crf, name).detach().float().tolist() for name in ("transitions", "start", "end")}
+        (out / CRF_FILE).write_text(json.dumps(scores), encoding="utf-8")
+        written.append(out / CRF_FILE)
     return written

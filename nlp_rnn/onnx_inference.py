@@ -1,9 +1,10 @@
 """Run an exported model (``nlp-rnn export RUN_DIR --format onnx``) with onnxruntime and numpy.
 
 ``load_onnx(folder)`` gives an :class:`OnnxClassifier` (``.predict(texts)``, the same results as
-``SentimentPredictor.predict``) or an :class:`OnnxTranslator` (``.translate(texts)``: greedy search, the same
-tokens as ``TranslationPredictor.translate(texts, beam_size=1)``). The folder's config and tokenizer files do
-the text processing; the graphs do the arithmetic.
+``SentimentPredictor.predict``), an :class:`OnnxTranslator` (``.translate(texts)``: greedy search, the same
+tokens as ``TranslationPredictor.translate(texts, beam_size=1)``) or an :class:`OnnxTagger` (``.tag_tokens(sentences)``:
+the same tags as ``TaggerPredictor.tag_tokens``). The folder's config and tokenizer files do the text processing;
+the graphs do the arithmetic.
 """
 
 from __future__ import annotations
@@ -17,11 +18,22 @@ from tokenizers import Tokenizer
 from nlp_rnn.batching import pad
 from nlp_rnn.checkpoint import CONFIG_FILE
 from nlp_rnn.config import Config, config_from_dict, read_yaml
+from nlp_rnn.crf import FORBIDDEN
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.search import output_limits
-from nlp_rnn.tokenization import BOS_ID, EOS_ID, PAD_ID, decode_ids, encode_sources, encode_texts, require_tokens
+from nlp_rnn.tokenization import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    decode_ids,
+    encode_sources,
+    encode_texts,
+    require_tokens,
+)
 
 MANIFEST = "export.json"
+CRF_FILE = "crf.json"  # a CRF tagger's transition, start and end scores, for Viterbi beside its emission graph
 
 
 def _session(path: Path, threads: int):
@@ -120,7 +132,83 @@ class OnnxTranslator:
         return translations
 
 
-def load_onnx(folder: str | Path, threads: int = 0) -> OnnxClassifier | OnnxTranslator:
+def viterbi(emissions: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[int]:
+    """The best tag path through one sentence's emissions (len, tags) (``CRF.viterbi_scores``, one row)."""
+    score = start + emissions[0]  # (tags,)
+    backpointers = []
+    for emission in emissions[1:]:
+        candidates = score[:, None] + transitions  # (from, to)
+        backpointers.append(candidates.argmax(0))
+        score = candidates.max(0) + emission
+    path = [int((score + end).argmax())]
+    for pointers in reversed(backpointers):
+        path.append(int(pointers[path[-1]]))
+    return path[::-1]
+
+
+class OnnxTagger:
+    """Pre-split tokens -> tags: ``tagger.onnx`` gives each word's emissions; a CRF's Viterbi, or for softmax the
+    argmax (Viterbi over the log-probabilities when IOB2 constraints apply), picks the tags in numpy."""
+
+    def __init__(self, folder: Path, config: Config, manifest: dict, threads: int = 0) -> None:
+        self.config = config
+        self.tags = list(manifest["tags"])
+        words, chars = (Tokenizer.from_file(str(folder / name)) for name in manifest["tokenizers"])
+        self.word_vocab, self.char_vocab = words.get_vocab(), chars.get_vocab()
+        self.normalize_word = words.normalizer.normalize_str if words.normalizer else str
+        self.normalize_chars = chars.normalizer.normalize_str if chars.normalizer else str
+        self.session = _session(folder / "tagger.onnx", threads)
+        self.inputs = {i.name for i in self.session.get_inputs()}  # no char_ids without the character CNN
+        self.crf = config.model.output == "crf"
+        size = len(self.tags)
+        scores = (json.loads((folder / CRF_FILE).read_text(encoding="utf-8")) if self.crf else
+                  {"transitions": np.zeros((size, size)), "start": np.zeros(size), "end": np.zeros(size)})
+        transitions, start, end = (np.asarray(scores[k], dtype=np.float32) for k in ("transitions", "start", "end"))
+        self.constrained = manifest.get("allowed") is not None  # IOB2: no I-X unless after B-X or I-X
+        if self.constrained:
+            transitions = np.where(manifest["allowed"], transitions, FORBIDDEN).astype(np.float32)
+            start = np.where(manifest["allowed_start"], start, FORBIDDEN).astype(np.float32)
+        self.transitions, self.start, self.end = transitions, start, end
+
+    def encode(self, sentence: list[str]) -> tuple[list[int], list[list[int]]]:
+        """Word ids and each word's character ids, as ``TaggingTask.encode_words`` (word-level vocabulary)."""
+        limit = self.config.model.max_word_length
+        ids = [self.word_vocab.get(self.normalize_word(word), UNK_ID) for word in sentence]
+        chars = [[self.char_vocab.get(c, UNK_ID) for c in self.normalize_chars(word)[:limit]] or [UNK_ID]
+                 for word in sentence]
+        return ids, chars
+
+    def decode(self, emissions: np.ndarray) -> list[int]:
+        """One sentence's emissions (len, tags) -> tag ids, as ``SequenceTagger.decode``."""
+        if self.crf:
+            return viterbi(emissions, self.transitions, self.start, self.end)
+        exp = np.exp(emissions - emissions.max(-1, keepdims=True))
+        probabilities = exp / exp.sum(-1, keepdims=True)
+        if not self.constrained:
+            return probabilities.argmax(-1).tolist()
+        return viterbi(np.log(np.maximum(probabilities, 1e-12)), self.transitions, self.start, self.end)
+
+    def tag_tokens(self, sentences: list[list[str]], batch_size: int = 64) -> list[list[str]]:
+        """Each sentence's tags; a sentence of no tokens gets none."""
+        encoded = [self.encode([str(word) for word in sentence]) for sentence in sentences]
+        kept = sorted((i for i, s in enumerate(sentences) if s), key=lambda i: len(sentences[i]))  # little padding
+        results: list[list[str]] = [[] for _ in sentences]
+        for begin in range(0, len(kept), batch_size):
+            chosen = kept[begin : begin + batch_size]
+            input_ids, lengths = _padded([encoded[i][0] for i in chosen])
+            longest = max(len(word) for i in chosen for word in encoded[i][1])
+            char_ids = np.zeros((*input_ids.shape, longest), dtype=np.int64)  # (batch, len, chars)
+            for row, i in enumerate(chosen):
+                for position, word in enumerate(encoded[i][1]):
+                    char_ids[row, position, : len(word)] = word
+            feed = {"input_ids": input_ids, "char_ids": char_ids, "lengths": lengths}
+            (emissions,) = self.session.run(None, {name: value for name, value in feed.items() if name in self.inputs})
+            for row, i in enumerate(chosen):
+                results[i] = [self.tags[t] for t in self.decode(emissions[row, : lengths[row]])]
+        return results
+
+
+def load_onnx(folder: str | Path, threads: int = 0) -> OnnxClassifier | OnnxTranslator | OnnxTagger:
     """An exported folder's model on onnxruntime (``threads`` 0: onnxruntime's default)."""
     folder = Path(folder)
     manifest_path = folder / MANIFEST
@@ -134,4 +222,5 @@ def load_onnx(folder: str | Path, threads: int = 0) -> OnnxClassifier | OnnxTran
     return RUNNERS[manifest["runner"]](folder, config, manifest, threads)
 
 
-RUNNERS = {"classifier": OnnxClassifier, "translator": OnnxTranslator}  # a task's ``onnx_runner`` names one
+# a task's ``onnx_runner`` names one
+RUNNERS = {"classifier": OnnxClassifier, "translator": OnnxTranslator, "tagger": OnnxTagger}

@@ -1,8 +1,10 @@
 """ONNX export: the graphs, run by onnxruntime, give PyTorch's numbers at batch sizes and lengths other than
-the traced ones, and greedy translation through onnxruntime gives our tokens."""
+the traced ones; greedy translation and tagging (Viterbi in numpy) through onnxruntime give our tokens and tags."""
 
 import json
+import random
 
+import datasets
 import numpy as np
 import onnxruntime
 import pytest
@@ -11,10 +13,15 @@ import torch
 import nlp_rnn
 from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.cli import main
-from nlp_rnn.config import ModelConfig, TranslatorConfig
+from nlp_rnn.config import ModelConfig, TranslatorConfig, config_from_dict
+from nlp_rnn.crf import CRF, FORBIDDEN
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.export import export_classifier, export_translator
-from nlp_rnn.onnx_inference import load_onnx
+from nlp_rnn.onnx_graphs import export_tagger
+from nlp_rnn.onnx_inference import load_onnx, viterbi
+from nlp_rnn.tagger import SequenceTagger, TagBatch
+from nlp_rnn.tasks.tagging import TaggerConfig, TaggingTask, iob_allowed
+from nlp_rnn.training import train
 from nlp_rnn.translator import Translator
 
 SHAPES = [(1, 1), (1, 9), (5, 3), (4, 23)]  # (batch, length); the export traced (2, 7)
@@ -121,3 +128,115 @@ def test_export_errors_are_one_line(tmp_path, tiny_run, capsys):
     with pytest.raises(NlpRnnError, match="export.json"):
         load_onnx(tmp_path / "full")
 
+
+# -- the tagger ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell,layers,chars,output", [("lstm", 1, True, "crf"), ("gru", 2, False, "softmax")])
+def test_tagger_emission_graph_matches_pytorch(tmp_path, cell, layers, chars, output):
+    torch.manual_seed(0)
+    config = TaggerConfig(cell=cell, embedding_dim=8, char_features=chars, char_embedding_dim=4, char_filters=5,
+                          hidden_size=6, num_layers=layers, output=output, packed="always")
+    model = SequenceTagger(config, vocab_size=40, num_chars=30, num_tags=5).eval()
+    written = export_tagger(model, tmp_path)
+    assert [p.name for p in written] == ["tagger.onnx"] + (["crf.json"] if output == "crf" else [])
+    assert model.encoder.packed == "always"  # exported unpacked, and given back as it was
+    session = onnxruntime.InferenceSession(str(written[0]))
+    assert ("char_ids" in {i.name for i in session.get_inputs()}) == chars  # an unread input is left out
+    for seed, (batch, length) in enumerate(SHAPES):
+        input_ids, lengths = random_ids(batch, length, 40, seed)
+        width = 1 + seed * 3  # characters per word: 1 to 10 (the export traced 5)
+        char_ids = torch.randint(4, 30, (batch, length, width), generator=torch.Generator().manual_seed(seed))
+        char_ids = char_ids * (torch.rand(batch, length, width) < 0.8) * (input_ids != 0).unsqueeze(-1)
+        feed = {"input_ids": input_ids.numpy(), "char_ids": char_ids.numpy(), "lengths": lengths.numpy()}
+        (emissions,) = session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})
+        mask = torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)
+        with torch.no_grad():
+            expected = model.emissions(TagBatch(input_ids, char_ids, lengths, mask))
+        np.testing.assert_allclose(emissions, expected.numpy(), atol=1e-5)
+
+
+def test_numpy_viterbi_equals_the_crfs_under_iob2_constraints():
+    torch.manual_seed(0)
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    allowed, allowed_start = iob_allowed(names)
+    transitions, start, end = torch.randn(5, 5) * 3, torch.randn(5) * 3, torch.randn(5)
+    masked = (np.where(allowed, transitions, FORBIDDEN), np.where(allowed_start, start, FORBIDDEN), end.numpy())
+    emissions = torch.randn(6, 9, 5) * 3
+    lengths = torch.tensor([9, 1, 2, 5, 9, 3])
+    mask = torch.arange(9).unsqueeze(0) < lengths.unsqueeze(1)
+    expected, _ = CRF.viterbi_scores(emissions, mask, transitions, start, end, allowed, allowed_start)
+    found = [viterbi(emissions[row, :n].numpy(), *masked) for row, n in enumerate(lengths.tolist())]
+    assert found == expected
+    unconstrained, _ = CRF.viterbi_scores(emissions, mask, transitions, start, end)
+    assert found != unconstrained  # the masks really changed some paths
+
+
+def write_entity_dataset(folder, seed: int = 0):
+    """Synthetic IOB2 sentences: ``Mr`` + a name [+ ``Jr``] is PER, ``in`` + a place is LOC."""
+    rng = random.Random(seed)
+    people, places = ["Smith", "Jones", "Garcia", "Okafor", "Lee"], ["Paris", "Lagos", "Lima", "Oslo", "Accra"]
+    filler = ["the", "a", "met", "saw", "lives", "works", "today", "and", "we", "1996", "new"]
+
+    def sentence() -> tuple[list[str], list[str]]:
+        tokens, tags = [], []
+        for _ in range(rng.randint(1, 4)):
+            kind = rng.choice(["per", "loc", "word"])
+            if kind == "per":
+                name = rng.choice(people) if rng.random() < 0.8 else rng.choice("QXZ") + "anderson"
+                tokens += ["Mr", name] + (["Jr"] if rng.random() < 0.3 else [])
+                tags += ["O", "B-PER"] + ["I-PER"] * (len(tokens) - len(tags) - 2)
+            elif kind == "loc":
+                tokens += ["in", rng.choice(places)]
+                tags += ["O", "B-LOC"]
+            else:
+                tokens.append(rng.choice(filler))
+                tags.append("O")
+        return tokens, tags
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, count in (("train", 80), ("validation", 20), ("test", 40)):
+        tokens, tags = zip(*(sentence() for _ in range(count)), strict=True)
+        datasets.Dataset.from_dict({"tokens": list(tokens), "ner_tags": list(tags)}).to_parquet(
+            str(folder / f"{name}.parquet"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def entity_data(tmp_path_factory):
+    return write_entity_dataset(tmp_path_factory.mktemp("data") / "entities")
+
+
+@pytest.mark.parametrize("output,constrained", [("crf", True), ("softmax", True), ("softmax", False)])
+def test_exported_tagger_tags_like_the_run(tmp_path, entity_data, output, constrained):
+    run_dir = tmp_path / "run"
+    train(config_from_dict({
+        "task": "tagging", "data": {"dataset": str(entity_data), "max_length": 40},
+        "tokenizer": {"type": "word", "min_frequency": 1, "lowercase": False},
+        "model": {"embedding_dim": 12, "char_embedding_dim": 6, "char_filters": 8, "hidden_size": 12,
+                  "max_word_length": 6, "dropout": 0.0, "embedding_dropout": 0.0, "output": output,
+                  "iob_constraints": constrained},
+        "train": {"epochs": 8, "batch_size": 8, "lr": 1e-2, "progress": False, "num_threads": 1,
+                  "checkpoint_every": 1000},
+    }), run_dir)
+    out = tmp_path / "onnx"
+    assert main(["export", str(run_dir), "--out", str(out)]) == 0
+    manifest = json.loads((out / "export.json").read_text())
+    predictor = nlp_rnn.load(run_dir)
+    assert manifest["runner"] == "tagger" and manifest["tags"] == predictor.labels
+    assert (manifest["allowed"] is not None) == constrained and (out / "crf.json").is_file() == (output == "crf")
+    test = datasets.Dataset.from_parquet(str(entity_data / "test.parquet"))
+    sentences = [*test["tokens"], [], ["Mr", "Unseenname", "in", "Transylvaniaville", "2024"], ["in"] * 30,
+                 ["Jr"], ["the", "Jr", "in", "Jr"]]  # unknown, long, empty; I-PER's word where IOB2 forbids it
+    ours = [tags for tags, _ in predictor.tag_tokens(sentences)]
+    exported = load_onnx(out, threads=1).tag_tokens(sentences, batch_size=7)
+    assert exported == ours
+    gold = list(test["ner_tags"])
+    right = sum(g == p for gold_row, row in zip(gold, ours, strict=False) for g, p in zip(gold_row, row, strict=True))
+    assert right / sum(map(len, gold)) > 0.8  # the model learned the entities: agreeing on all-O would prove little
+
+
+def test_a_subword_tagger_is_refused(tmp_path):
+    config = config_from_dict({"task": "tagging", "tokenizer": {"type": "bpe"}})
+    task = TaggingTask(config, [], {"labels": ["O", "B-PER", "I-PER"]})
+    with pytest.raises(NlpRnnError, match="word-level"):
+        task.export_onnx(None, tmp_path, 17)
