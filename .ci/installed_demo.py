@@ -5,7 +5,8 @@ directory outside the checkout:
 
 Checks that nlp_rnn is imported from the venv (not the checkout), that ``nlp-rnn demo`` without run folders is one
 clear error line, then serves CHECKOUT's shipped models on a free port, waits until the page answers, calls the
-classify and translate endpoints once each, and stops the server. Any failure exits 1 with one ``error:`` line.
+classify, translate and entities endpoints once each, and stops the server. Any failure exits 1 with one ``error:``
+line.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-STARTUP_TIMEOUT_S = 300  # importing gradio and torch and loading both models on a busy 2-core machine
+STARTUP_TIMEOUT_S = 300  # importing gradio and torch and loading the three models on a busy 2-core machine
+OPTIONS = "--sentiment RUN_DIR, --translation RUN_DIR and --entities RUN_DIR"
 
 
 def fail(message: str, log: Path | None = None) -> None:
@@ -44,8 +46,8 @@ def main() -> None:
 
     missing = subprocess.run([nlp_rnn_command, "demo"], capture_output=True, text=True, check=False)
     errors = [line for line in missing.stderr.splitlines() if line.startswith("error:")]
-    if missing.returncode != 2 or len(errors) != 1 or "--sentiment RUN_DIR and --translation RUN_DIR" not in errors[0]:
-        fail(f"'nlp-rnn demo' without run folders should be one error line naming both options (exit status "
+    if missing.returncode != 2 or len(errors) != 1 or OPTIONS not in errors[0]:
+        fail(f"'nlp-rnn demo' without run folders should be one error line naming every option (exit status "
              f"{missing.returncode}; stderr: {missing.stderr.strip()[-500:]!r})")
 
     models = checkout / "demo" / "models"
@@ -54,7 +56,8 @@ def main() -> None:
     log = Path("demo.log").resolve()
     with log.open("w") as log_file:
         server = subprocess.Popen([nlp_rnn_command, "demo", "--sentiment", str(models / "sentiment-imdb"),
-                                   "--translation", str(models / "translate-de-en"), "--port", str(port),
+                                   "--translation", str(models / "translate-de-en"),
+                                   "--entities", str(models / "ner-conll2003"), "--port", str(port),
                                    "--device", "cpu"], stdout=log_file, stderr=subprocess.STDOUT)
     try:
         started, deadline = time.monotonic(), time.monotonic() + STARTUP_TIMEOUT_S
@@ -81,7 +84,12 @@ def main() -> None:
         english, _, _, _ = client.predict("Ein Mann fährt Fahrrad.", "beam", 5, 3, api_name="/translate")
         if "man" not in english.lower():
             fail(f"/translate of 'Ein Mann fährt Fahrrad.' returned {english!r}", log)
-        print(f"installed demo: /classify -> {scores['label']}, /translate -> {english!r}", flush=True)
+        _, table, _ = client.predict("Emmanuel Macron arrived in Paris .", api_name="/entities")
+        entities = [row[:2] for row in table["data"]]
+        if ["LOC", "Paris"] not in entities:
+            fail(f"/entities of 'Emmanuel Macron arrived in Paris .' returned {table!r}", log)
+        print(f"installed demo: /classify -> {scores['label']}, /translate -> {english!r}, /entities -> {entities}",
+              flush=True)
     finally:
         server.terminate()
         try:

@@ -1,20 +1,26 @@
 """The nlp-rnn web demo (Gradio). Plain functions first, the UI after, launch only when run as a script.
 
-    nlp-rnn demo [--sentiment DIR] [--translation DIR] [--host H] [--port P]   # or: python demo/app.py
+    nlp-rnn demo [--sentiment DIR] [--translation DIR] [--entities DIR] [--host H] [--port P]   # or: python demo/app.py
 
-Both models are loaded once, through the public API (``nlp_rnn.load``), and shared by every request; their
-predictors are safe to call from several threads, and Gradio's queue bounds how many run at once.
+One tab per task (``TABS``: task name -> tab), each serving one run folder. The models are loaded once, through
+the public API (``nlp_rnn.load``), and shared by every request; their predictors are safe to call from several
+threads, and Gradio's queue bounds how many run at once.
 
 The app lives in the package so that an installed nlp-rnn serves it; ``demo/app.py`` is the thin script that
 Gradio and Hugging Face Spaces run. The shipped models are not in the wheel: run from a source checkout (or an
-editable install of one), the demo defaults to its ``demo/models``; installed, it needs both run folders.
+editable install of one), the demo defaults to its ``demo/models``; installed, it needs every run folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import re
 import unicodedata
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -28,11 +34,11 @@ from nlp_rnn.plots import attention_figure
 _CHECKOUT = Path(__file__).resolve().parent.parent
 # The shipped models: the source checkout's demo/models, None when the package is installed without one.
 MODELS = _CHECKOUT / "demo" / "models" if (_CHECKOUT / "pyproject.toml").is_file() else None
-SENTIMENT_MODEL, TRANSLATION_MODEL = "sentiment-imdb", "translate-de-en"  # their folder names in MODELS
 MAX_REVIEW_CHARS = 5000
 MAX_SOURCE_CHARS = 1000
+MAX_NEWS_CHARS = 5000
 MAX_BEAM = 10
-CONCURRENCY = 2  # model calls at once, both tabs together: the machines we size for have 2 cores
+CONCURRENCY = 2  # model calls at once, all tabs together: the machines we size for have 2 cores
 QUEUE_SIZE = 256  # waiting requests beyond this are refused with a message
 
 SENTIMENT_EXAMPLES = [  # positive, negative, mixed, sarcastic
@@ -48,6 +54,20 @@ TRANSLATION_EXAMPLES = [  # from bentrevett/multi30k's validation split (tests c
     "Eine Frau und ihre zwei Kinder sind am Strand und die Frau springt hoch in die Luft.",
     "Männer in gelben Anzügen und ein Klavier befinden sich auf der Bühne und ein Mann spielt einen Kontrabass.",
 ]
+ENTITY_EXAMPLES = [  # newswire style, as CoNLL-2003's Reuters sentences are written (tokens space-separated)
+    "Angela Merkel met Emmanuel Macron in Paris .",
+    "The European Commission said on Thursday it disagreed with German advice to consumers to shun British lamb .",
+    "Manchester United beat Juventus 2-1 at Old Trafford on Wednesday .",
+    "Microsoft Corp. shares rose 3 percent in New York after the company reported record profits .",
+]
+# CoNLL-2003's entity types: their meaning (shown in the tab) and colour; a tagger with other types gets PALETTE's.
+ENTITY_TYPES = {
+    "PER": ("person", "#f4a261"),
+    "ORG": ("organisation (company, institution, team, party)", "#2a9d8f"),
+    "LOC": ("location (country, city, region, landmark)", "#6fa8dc"),
+    "MISC": ("miscellaneous (nationality, event, language, title, product)", "#c39bd3"),
+}
+PALETTE = ["#e9c46a", "#e76f51", "#90be6d", "#f28482", "#84a59d", "#b5838d"]
 
 
 def clean(text: str | None, limit: int) -> tuple[str, str]:
@@ -133,88 +153,185 @@ def model_card(predictor) -> str:
             "No model card in this folder (`nlp-rnn pack` writes one).")
 
 
-def model_dirs(sentiment_dir: str | Path | None = None,
-               translation_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """The two run folders to serve: those given, else the shipped ones in ``MODELS`` (a source checkout's
-    ``demo/models``). Installed without a checkout there are none, and a missing one is one clear error."""
-    if MODELS is None and (sentiment_dir is None or translation_dir is None):
-        options = (("--sentiment RUN_DIR", sentiment_dir), ("--translation RUN_DIR", translation_dir))
-        missing = " and ".join(option for option, given in options if given is None)
-        raise nlp_rnn.NlpRnnError(f"the demo needs {missing}: an installed nlp-rnn ships no models (a source "
-                                  f"checkout's demo/models/{SENTIMENT_MODEL} and {TRANSLATION_MODEL} work, "
-                                  "as do your own run folders)")
-    return (Path(sentiment_dir) if sentiment_dir is not None else MODELS / SENTIMENT_MODEL,
-            Path(translation_dir) if translation_dir is not None else MODELS / TRANSLATION_MODEL)
+def entity_types(tagger) -> dict[str, str]:
+    """The tagger's entity types (from its ``B-``/``I-`` tags, CoNLL-2003's first) -> their colour."""
+    found = {name[2:] for name in tagger.labels if name[:2] in ("B-", "I-")}
+    others = zip(sorted(found - set(ENTITY_TYPES)), itertools.cycle(PALETTE))
+    return {**{kind: colour for kind, (_, colour) in ENTITY_TYPES.items() if kind in found}, **dict(others)}
 
 
-def build_app(sentiment_dir: str | Path | None = None, translation_dir: str | Path | None = None,
-              quantize: bool = False, device: str = "cpu") -> gr.Blocks:
-    """``device``: where both models run (``auto``, ``cpu``, ``cuda``...; ``quantize`` is CPU only). A folder
-    not given: the shipped model (``model_dirs``)."""
-    sentiment_dir, translation_dir = model_dirs(sentiment_dir, translation_dir)
-    sentiment = nlp_rnn.load(sentiment_dir, device, quantize=quantize)  # loaded once, shared by every request
-    translator = nlp_rnn.load(translation_dir, device, quantize=quantize)
-    tasks.require(sentiment, "classification", "the Sentiment tab")
-    tasks.require(translator, "translation", "the Translate tab")
+def find_entities(tagger, text: str) -> tuple[list[tuple[str, str | None]], list[list], str]:
+    """Named entities for ``gr.HighlightedText``: the text cut into pieces, each entity's piece labelled with its
+    type and the text between with None; the table rows [type, entity, start, end, score] (character offsets into
+    the text as shown, score the mean probability of the entity's tags); and a notice. Each line is tagged as one
+    sentence, up to the model's ``data.max_length`` words."""
+    text, notice = clean(text, MAX_NEWS_CHARS)
+    if not text.strip():
+        raise gr.Error("Please enter some English text.")
+    lines = [(m.start(), m.group()) for m in re.finditer(r"[^\n]+", text) if m.group().strip()]
+    try:
+        results = tagger.tag([line for _, line in lines])
+    except nlp_rnn.NlpRnnError as err:
+        raise gr.Error(str(err)) from None
+    found = [(offset + e["start"], offset + e["end"], e["type"], e["score"])
+             for (offset, _), result in zip(lines, results, strict=True) for e in result["entities"]]
+    pieces: list[tuple[str, str | None]] = []
+    position = 0
+    for start, end, kind, _ in found:  # in text order, never overlapping
+        if start > position:
+            pieces.append((text[position:start], None))
+        pieces.append((text[start:end], kind))
+        position = end
+    if position < len(text):
+        pieces.append((text[position:], None))
+    rows = [[kind, text[start:end], start, end, round(score, 3)] for start, end, kind, score in found]
+    counts = ", ".join(f"{n} {kind}" for kind, n in Counter(kind for _, _, kind, _ in found).items())
+    notes = [notice, f"{len(found)} entit{'y' if len(found) == 1 else 'ies'}: {counts}." if found
+             else "No entities found."]
+    cut = sum(result["truncated"] for result in results)
+    if cut:
+        limit = tagger.config.data.max_length
+        notes.append(f"{cut} line(s) longer than the model's {limit} words: each was tagged up to its {limit}th "
+                     "word; the rest is not highlighted.")
+    return pieces, rows, " ".join(n for n in notes if n)
+
+
+# -- the tabs: each builds its components around one loaded predictor -------------------------------------------
+
+def sentiment_tab(sentiment) -> None:
+    with gr.Row():
+        with gr.Column():
+            review = gr.Textbox(label="Movie review", lines=6, elem_id="review",
+                                placeholder="Type or paste an English movie review...",
+                                info=f"Up to {MAX_REVIEW_CHARS:,} characters.")
+            classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
+            gr.Examples(SENTIMENT_EXAMPLES, inputs=review)
+        with gr.Column():
+            probabilities = gr.Label(label="Sentiment", num_top_classes=len(sentiment.labels), elem_id="sentiment")
+            words = gr.HighlightedText(label="Words that drove the decision", elem_id="words")
+            review_notice = gr.Markdown(elem_id="review-notice")
+    outputs = [probabilities, words, review_notice]
+    classify_button.click(lambda text: classify(sentiment, text), review, outputs, api_name="classify",
+                          concurrency_id="model")
+    review.submit(lambda text: classify(sentiment, text), review, outputs, api_name=False, concurrency_id="model")
+
+
+def translate_tab(translator) -> None:
+    with gr.Row():
+        with gr.Column():
+            source = gr.Textbox(label="German", lines=3, elem_id="source", placeholder="Ein Mann fährt Fahrrad.",
+                                info=f"Up to {MAX_SOURCE_CHARS:,} characters. The model was trained on image "
+                                     "captions (Multi30k), so short descriptive sentences work best.")
+            search = gr.Radio(["beam", "greedy"], value="beam", label="Search")
+            beam_size = gr.Slider(1, MAX_BEAM, value=5, step=1, label="Beam size")
+            n_best = gr.Slider(1, MAX_BEAM, value=3, step=1, label="Candidates to show (n-best)")
+            translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
+            gr.Examples(TRANSLATION_EXAMPLES, inputs=source)
+        with gr.Column():
+            english = gr.Textbox(label="English", interactive=False, elem_id="english")
+            nbest = gr.Dataframe(headers=["#", "translation", "score"], datatype=["number", "str", "number"],
+                                 label="n-best (score: log-probability / GNMT length penalty)", interactive=False,
+                                 elem_id="nbest")
+            heatmap = gr.Plot(label="Attention (output x source)", elem_id="heatmap")
+            source_notice = gr.Markdown(elem_id="source-notice")
+    inputs = [source, search, beam_size, n_best]
+    outputs = [english, nbest, heatmap, source_notice]
+    translate_button.click(lambda *args: translate(translator, *args), inputs, outputs, api_name="translate",
+                           concurrency_id="model")
+    source.submit(lambda *args: translate(translator, *args), inputs, outputs, api_name=False, concurrency_id="model")
+
+
+def entities_tab(tagger) -> None:
+    colours = entity_types(tagger)
+    legend = " · ".join(f"**{kind}** {ENTITY_TYPES.get(kind, ('',))[0]}".rstrip() for kind in colours)
+    with gr.Row():
+        with gr.Column():
+            news = gr.Textbox(label="English text", lines=4, elem_id="news",
+                              placeholder="Angela Merkel met Emmanuel Macron in Paris .",
+                              info=f"Up to {MAX_NEWS_CHARS:,} characters; each line is tagged as one sentence. "
+                                   "The model was trained on Reuters news (CoNLL-2003), so newswire works best.")
+            entities_button = gr.Button("Find entities", variant="primary", elem_id="find-entities")
+            gr.Examples(ENTITY_EXAMPLES, inputs=news)
+        with gr.Column():
+            highlighted = gr.HighlightedText(label="Entities", color_map=colours, show_legend=True, elem_id="entities")
+            gr.Markdown(legend, elem_id="entity-legend")
+            table = gr.Dataframe(headers=["type", "entity", "start", "end", "score"],
+                                 datatype=["str", "str", "number", "number", "number"],
+                                 label="Entities (start, end: character offsets; score: mean tag probability)",
+                                 interactive=False, elem_id="entity-table")
+            news_notice = gr.Markdown(elem_id="news-notice")
+    outputs = [highlighted, table, news_notice]
+    entities_button.click(lambda text: find_entities(tagger, text), news, outputs, api_name="entities",
+                          concurrency_id="model")
+    news.submit(lambda text: find_entities(tagger, text), news, outputs, api_name=False, concurrency_id="model")
+
+
+@dataclass(frozen=True)
+class Tab:
+    title: str
+    option: str  # the run folder's option: ``--sentiment DIR`` on the command line, ``sentiment=DIR`` in Python
+    model: str  # the shipped model's folder name in MODELS
+    build: Callable[[object], None]  # builds the tab's components around the loaded predictor
+
+
+# task name -> its tab, in the page's order. A new task's tab is one entry here (and its option in cli.py).
+TABS = {
+    "classification": Tab("Sentiment", "sentiment", "sentiment-imdb", sentiment_tab),
+    "translation": Tab("Translate", "translation", "translate-de-en", translate_tab),
+    "tagging": Tab("Entities", "entities", "ner-conll2003", entities_tab),
+}
+
+
+def model_dirs(**folders: str | Path | None) -> dict[str, Path]:
+    """task name -> the run folder to serve on its tab: the one given by the tab's option (``sentiment=``,
+    ``translation=``, ``entities=``), else the shipped one in ``MODELS`` (a source checkout's ``demo/models``).
+    Installed without a checkout there are none, and missing folders are one clear error."""
+    unknown = set(folders) - {tab.option for tab in TABS.values()}
+    if unknown:
+        raise TypeError(f"model_dirs() got unknown run folder option(s) {sorted(unknown)}")
+    given = {task: folders.get(tab.option) for task, tab in TABS.items()}
+    missing = [task for task, folder in given.items() if folder is None]
+    if MODELS is None and missing:
+        options = [f"--{TABS[task].option} RUN_DIR" for task in missing]
+        shipped = [f"demo/models/{tab.model}" for tab in TABS.values()]
+        raise nlp_rnn.NlpRnnError(f"the demo needs {_and(options)}: an installed nlp-rnn ships no models (a source "
+                                  f"checkout's {_and(shipped)} work, as do your own run folders)")
+    return {task: Path(folder) if folder is not None else MODELS / TABS[task].model for task, folder in given.items()}
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def build_app(quantize: bool = False, device: str = "cpu", **folders: str | Path | None) -> gr.Blocks:
+    """One tab per entry of ``TABS``, then the Models tab. ``folders``: the run folders by option
+    (``sentiment=``, ``translation=``, ``entities=``); one not given: the shipped model (``model_dirs``).
+    ``device``: where the models run (``auto``, ``cpu``, ``cuda``...; ``quantize`` is CPU only)."""
+    predictors = {}
+    for task, folder in model_dirs(**folders).items():
+        predictors[task] = nlp_rnn.load(folder, device, quantize=quantize)  # loaded once, shared by every request
+        tasks.require(predictors[task], task, f"the {TABS[task].title} tab")
     with gr.Blocks(title="nlp-rnn demo") as app:
         gr.Markdown("# nlp-rnn\nRecurrent networks for NLP, trained from scratch on 2 CPU cores. "
                     "See the **Models** tab for how each was trained and scored.")
-        with gr.Tab("Sentiment"):
-            with gr.Row():
-                with gr.Column():
-                    review = gr.Textbox(label="Movie review", lines=6, elem_id="review",
-                                        placeholder="Type or paste an English movie review...",
-                                        info=f"Up to {MAX_REVIEW_CHARS:,} characters.")
-                    classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
-                    gr.Examples(SENTIMENT_EXAMPLES, inputs=review)
-                with gr.Column():
-                    probabilities = gr.Label(label="Sentiment", num_top_classes=len(sentiment.labels),
-                                             elem_id="sentiment")
-                    words = gr.HighlightedText(label="Words that drove the decision", elem_id="words")
-                    review_notice = gr.Markdown(elem_id="review-notice")
-            classify_button.click(lambda text: classify(sentiment, text), review,
-                                  [probabilities, words, review_notice], api_name="classify", concurrency_id="model")
-            review.submit(lambda text: classify(sentiment, text), review,
-                          [probabilities, words, review_notice], api_name=False, concurrency_id="model")
-        with gr.Tab("Translate"):
-            with gr.Row():
-                with gr.Column():
-                    source = gr.Textbox(label="German", lines=3, elem_id="source",
-                                        placeholder="Ein Mann fährt Fahrrad.",
-                                        info=f"Up to {MAX_SOURCE_CHARS:,} characters. The model was trained on "
-                                             "image captions (Multi30k), so short descriptive sentences work best.")
-                    search = gr.Radio(["beam", "greedy"], value="beam", label="Search")
-                    beam_size = gr.Slider(1, MAX_BEAM, value=5, step=1, label="Beam size")
-                    n_best = gr.Slider(1, MAX_BEAM, value=3, step=1, label="Candidates to show (n-best)")
-                    translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
-                    gr.Examples(TRANSLATION_EXAMPLES, inputs=source)
-                with gr.Column():
-                    english = gr.Textbox(label="English", interactive=False, elem_id="english")
-                    nbest = gr.Dataframe(headers=["#", "translation", "score"], datatype=["number", "str", "number"],
-                                         label="n-best (score: log-probability / GNMT length penalty)",
-                                         interactive=False, elem_id="nbest")
-                    heatmap = gr.Plot(label="Attention (output x source)", elem_id="heatmap")
-                    source_notice = gr.Markdown(elem_id="source-notice")
-            inputs = [source, search, beam_size, n_best]
-            outputs = [english, nbest, heatmap, source_notice]
-            translate_button.click(lambda *args: translate(translator, *args), inputs, outputs, api_name="translate",
-                                   concurrency_id="model")
-            source.submit(lambda *args: translate(translator, *args), inputs, outputs, api_name=False,
-                          concurrency_id="model")
+        for task, tab in TABS.items():
+            with gr.Tab(tab.title):
+                tab.build(predictors[task])
         with gr.Tab("Models"):
-            for predictor in (sentiment, translator):
+            for predictor in predictors.values():
                 with gr.Accordion(Path(predictor.run_dir).name, open=True):
                     gr.Markdown(model_card(predictor))
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app
 
 
-def main(sentiment: str | Path | None = None, translation: str | Path | None = None, host: str = "127.0.0.1",
-         port: int = 7860, quantize: bool = False, device: str = "auto") -> None:
-    sentiment, translation = model_dirs(sentiment, translation)  # a missing folder fails before anything starts
+def main(host: str = "127.0.0.1", port: int = 7860, quantize: bool = False, device: str = "auto",
+         **folders: str | Path | None) -> None:
+    """Serve the demo; ``folders`` as for ``build_app`` (``sentiment=``, ``translation=``, ``entities=``)."""
+    folders = {TABS[task].option: folder for task, folder in model_dirs(**folders).items()}  # fails before starting
     # Each of the CONCURRENCY model calls gets its share of the cores: oversubscribed threads only wait.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // CONCURRENCY))
-    app = build_app(sentiment, translation, quantize, device)
+    app = build_app(quantize, device, **folders)
     print(f"nlp-rnn demo on http://{host}:{port}", flush=True)
     app.launch(server_name=host, server_port=port, show_error=False)
 
@@ -223,18 +340,18 @@ def script(argv: list[str] | None = None, models: str | Path | None = None) -> N
     """``python demo/app.py`` and ``python -m nlp_rnn.demo``: the options of ``nlp-rnn demo``. ``models``: the
     folder whose shipped models serve when a run folder is not given (default ``MODELS``)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sentiment", default=None)
-    parser.add_argument("--translation", default=None)
+    for task, tab in TABS.items():
+        parser.add_argument(f"--{tab.option}", default=None, metavar="DIR", help=f"{task} run folder ({tab.title} tab)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--quantize", action="store_true", help="dynamic int8 quantization (CPU)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU), cpu, cuda, cuda:N, mps")
     args = parser.parse_args(argv)
+    folders = {tab.option: getattr(args, tab.option) for tab in TABS.values()}
     if models is not None:
-        args.sentiment = args.sentiment or Path(models) / SENTIMENT_MODEL
-        args.translation = args.translation or Path(models) / TRANSLATION_MODEL
+        folders = {tab.option: folders[tab.option] or Path(models) / tab.model for tab in TABS.values()}
     try:
-        main(args.sentiment, args.translation, args.host, args.port, args.quantize, args.device)
+        main(args.host, args.port, args.quantize, args.device, **folders)
     except nlp_rnn.NlpRnnError as err:
         raise SystemExit(f"error: {err}") from None
 

@@ -222,4 +222,5 @@ def test_demo_installed_without_models_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(demo, "MODELS", None)
     assert main(["demo", "--sentiment", "runs/mine", "--device", "cpu"]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and error.startswith("error: the demo needs --translation RUN_DIR: ")
+    assert error.count("\n") == 1
+    assert error.startswith("error: the demo needs --translation RUN_DIR and --entities RUN_DIR: ")

@@ -1,4 +1,5 @@
-"""The demo's plain functions, called directly on tiny real models, and the app built on the shipped ones."""
+"""The demo's plain functions, called directly on tiny real models (the shipped tagger for the Entities tab), and the
+app built on the shipped ones."""
 
 import os
 import subprocess
@@ -14,6 +15,14 @@ import nlp_rnn
 pytestmark = pytest.mark.slow
 
 MODELS = Path(__file__).resolve().parent.parent / "demo" / "models"
+SHIPPED = ("sentiment-imdb", "translate-de-en", "ner-conll2003")
+NER = MODELS / "ner-conll2003"
+
+
+@pytest.fixture(scope="module")
+def tagger():
+    """The shipped CoNLL-2003 tagger: it loads and tags in well under a second, so the tests use the real one."""
+    return nlp_rnn.load(NER)
 
 
 def test_classify_returns_probabilities_and_highlights(demo_module, tiny_run):
@@ -34,11 +43,13 @@ def test_classify_cuts_long_input_and_removes_control_characters(demo_module, ti
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t ", None, "\x00\x01"])
-def test_empty_input_is_a_message(demo_module, tiny_run, reversal_run, text):
+def test_empty_input_is_a_message(demo_module, tiny_run, reversal_run, tagger, text):
     with pytest.raises(gr.Error, match="Please enter a review"):
         demo_module.classify(nlp_rnn.load(tiny_run), text)
     with pytest.raises(gr.Error, match="Please enter a German sentence"):
         demo_module.translate(nlp_rnn.load(reversal_run), text)
+    with pytest.raises(gr.Error, match="Please enter some English text"):
+        demo_module.find_entities(tagger, text)
 
 
 @pytest.mark.parametrize("text", ["مرحبا بالعالم", "😀🎬🍿", "<img src=x onerror=alert(1)>"])
@@ -46,6 +57,71 @@ def test_unusual_scripts_get_an_answer(demo_module, tiny_run, text):
     scores, pieces, _ = demo_module.classify(nlp_rnn.load(tiny_run), text)
     assert sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
     assert "".join(piece for piece, _ in pieces) == text
+
+
+def entity_rows(result: dict, offset: int = 0) -> list[list]:
+    """The Entities table's rows for one ``tag`` result, its offsets moved by ``offset``."""
+    return [[e["type"], e["text"], e["start"] + offset, e["end"] + offset, round(e["score"], 3)]
+            for e in result["entities"]]
+
+
+def test_entities_are_highlighted_with_their_types_and_offsets(demo_module, tagger):
+    text = "Angela Merkel met Emmanuel Macron in Paris ."
+    pieces, rows, notice = demo_module.find_entities(tagger, text)
+    assert rows == entity_rows(tagger.tag([text])[0])  # the predictor's entities, unchanged
+    assert ["PER", "Emmanuel Macron", 18, 33] in [row[:4] for row in rows]
+    assert ["LOC", "Paris", 37, 42] in [row[:4] for row in rows]
+    assert "".join(piece for piece, _ in pieces) == text  # the highlights cover the text, unchanged
+    assert [(piece, kind) for piece, kind in pieces if kind] == [(row[1], row[0]) for row in rows]
+    assert all(kind is None or kind in demo_module.ENTITY_TYPES for _, kind in pieces)
+    assert all(0 < row[4] <= 1 for row in rows)
+    assert notice.startswith(f"{len(rows)} entities: ") and notice.endswith(".") and "1 LOC" in notice
+
+
+def test_each_line_is_tagged_and_offsets_count_from_the_start_of_the_text(demo_module, tagger):
+    first, second = "Emmanuel Macron arrived in Paris .", "EU rejects German call to boycott British lamb ."
+    text = f"{first}\n\n  \n{second}\n"
+    pieces, rows, _ = demo_module.find_entities(tagger, text)
+    second_at = text.index(second)
+    found = tagger.tag([first, second])
+    assert rows == entity_rows(found[0]) + entity_rows(found[1], offset=second_at)
+    assert ["ORG", "EU", second_at, second_at + 2] in [row[:4] for row in rows]
+    assert all(text[start:end] == entity for _, entity, start, end, _ in rows)
+    assert "".join(piece for piece, _ in pieces) == text
+
+
+def test_the_entity_colours_and_legend_cover_the_tagger_types(demo_module, tagger):
+    colours = demo_module.entity_types(tagger)
+    assert list(colours) == ["PER", "ORG", "LOC", "MISC"]  # CoNLL-2003's four, each its own colour
+    assert len(set(colours.values())) == 4
+
+
+def test_entities_cut_long_input_with_a_notice(demo_module, tagger):
+    text = "Emmanuel Macron visited Paris .\n" * 50_000  # 1.6 MB, one sentence a line
+    pieces, rows, notice = demo_module.find_entities(tagger, text)
+    assert notice.startswith("Input cut to the first 5,000 of 1,600,000 characters.")
+    kept = text[:5000]
+    assert "".join(piece for piece, _ in pieces) == kept
+    assert all(kept[start:end] == entity for _, entity, start, end, _ in rows)
+    assert sum(entity == "Paris" for _, entity, _, _, _ in rows) >= 150  # every line tagged, not only the first
+    assert max(end for _, _, _, end, _ in rows) > 4900
+
+    _, _, notice = demo_module.find_entities(tagger, "word " * 300)  # one line beyond the model's 200 words
+    assert "1 line(s) longer than the model's 200 words" in notice and "Input cut" not in notice
+
+
+@pytest.mark.parametrize("text", ["😀 Emmanuel\x00 Macron\x07 visited Paris 🎬", "مرحبا بالعالم", "😀🎬🍿",
+                                  "<img src=x onerror=alert(1)>", "the cat sat on the mat ."])
+def test_unusual_input_gets_entities_or_a_notice(demo_module, tagger, text):
+    pieces, rows, notice = demo_module.find_entities(tagger, text)
+    shown, cleaning = demo_module.clean(text, demo_module.MAX_NEWS_CHARS)
+    assert "".join(piece for piece, _ in pieces) == shown
+    assert all(shown[start:end] == entity for _, entity, start, end, _ in rows)
+    assert rows == entity_rows(tagger.tag([shown])[0])
+    if "\x00" in text:
+        assert "2 control character(s) removed" in notice and ["LOC", "Paris"] in [row[:2] for row in rows]
+    if not rows:
+        assert notice == " ".join(filter(None, [cleaning, "No entities found."]))
 
 
 def test_translate_gives_nbest_and_a_heatmap_of_the_right_shape(demo_module, reversal_run):
@@ -76,7 +152,8 @@ def test_translation_examples_come_from_the_validation_split(demo_module):
 
 
 def test_app_builds_on_the_shipped_models(demo_module):
-    for name in ("sentiment-imdb", "translate-de-en"):
+    assert [tab.model for tab in demo_module.TABS.values()] == list(SHIPPED)
+    for name in SHIPPED:
         folder = MODELS / name
         assert (folder / "model.safetensors").is_file(), f"demo/models/{name} must be shipped"
         assert not (folder / "training_state.pt").exists()
@@ -84,20 +161,31 @@ def test_app_builds_on_the_shipped_models(demo_module):
     assert sum(p.stat().st_size for p in (MODELS / "sentiment-imdb").rglob("*") if p.is_file()) <= 15 * 1024 * 1024
     app = demo_module.build_app()
     assert isinstance(app, gr.Blocks)
-    cards = [demo_module.model_card(nlp_rnn.load(MODELS / name)) for name in ("sentiment-imdb", "translate-de-en")]
-    assert "stanfordnlp/imdb" in cards[0] and "bentrevett/multi30k" in cards[1]
+    cards = [demo_module.model_card(nlp_rnn.load(MODELS / name)) for name in SHIPPED]
+    assert "stanfordnlp/imdb" in cards[0] and "bentrevett/multi30k" in cards[1] and "eriktks/conll2003" in cards[2]
     assert all("Trained with" in card and "nlp-rnn train" in card for card in cards)
+    blocks = list(app.blocks.values())
+    assert [b.label for b in blocks if isinstance(b, gr.Tab)] == ["Sentiment", "Translate", "Entities", "Models"]
+    markdown = [b.value for b in blocks if isinstance(b, gr.Markdown) and b.value]
+    assert all(card.strip() in markdown for card in cards)  # each shown on the Models tab (Gradio strips text)
+    assert any(text.startswith("**PER** person · **ORG** organisation") for text in markdown)  # the types' legend
 
 
-def test_installed_without_a_checkout_both_folders_are_needed(demo_module, monkeypatch, tiny_run, reversal_run):
-    """A wheel ships no models (``MODELS`` is None): a folder not given is one error naming the option."""
+def test_installed_without_a_checkout_every_folder_is_needed(demo_module, monkeypatch, tiny_run, reversal_run):
+    """A wheel ships no models (``MODELS`` is None): the folders not given are one error naming their options."""
     assert demo_module.MODELS == MODELS  # the tests run from the checkout
     monkeypatch.setattr(demo_module, "MODELS", None)
-    with pytest.raises(nlp_rnn.NlpRnnError, match="needs --sentiment RUN_DIR and --translation RUN_DIR"):
+    with pytest.raises(nlp_rnn.NlpRnnError, match="needs --sentiment RUN_DIR, --translation RUN_DIR and --entities "
+                                                  "RUN_DIR: an installed nlp-rnn ships no models"):
         demo_module.build_app()
-    with pytest.raises(nlp_rnn.NlpRnnError, match=r"needs --translation RUN_DIR: an installed nlp-rnn ships no"):
-        demo_module.model_dirs(tiny_run)
-    assert demo_module.model_dirs(tiny_run, reversal_run) == (tiny_run, reversal_run)
+    with pytest.raises(nlp_rnn.NlpRnnError, match=r"needs --translation RUN_DIR and --entities RUN_DIR: an installed"):
+        demo_module.model_dirs(sentiment=tiny_run)
+    with pytest.raises(nlp_rnn.NlpRnnError, match=r"needs --entities RUN_DIR: an installed nlp-rnn ships no"):
+        demo_module.model_dirs(sentiment=tiny_run, translation=reversal_run)
+    folders = demo_module.model_dirs(sentiment=tiny_run, translation=reversal_run, entities=NER)
+    assert folders == {"classification": tiny_run, "translation": reversal_run, "tagging": NER}
+    with pytest.raises(TypeError, match="unknown run folder option"):
+        demo_module.model_dirs(sentiment_dir=tiny_run)  # a misspelt option is not silently the shipped model
 
 
 def test_the_script_serves_the_models_beside_it():
@@ -113,13 +201,18 @@ def test_the_script_serves_the_models_beside_it():
 
 def test_a_model_of_the_wrong_kind_is_a_clear_error(demo_module, tiny_run):
     with pytest.raises(nlp_rnn.NlpRnnError, match="not a translation run folder"):
-        demo_module.build_app(tiny_run, tiny_run)
+        demo_module.build_app(sentiment=tiny_run, translation=tiny_run)
+    with pytest.raises(nlp_rnn.NlpRnnError, match=r"not a tagging run folder \(the Entities tab needs one; this is "
+                                                  r"classification\)"):
+        demo_module.build_app(entities=tiny_run)
 
 
 def test_quantized_app_classifies_and_explains(demo_module):
-    """``nlp-rnn demo --quantize``: both shipped models int8, the sentiment highlight from the float copy."""
+    """``nlp-rnn demo --quantize``: every shipped model int8, the sentiment highlight from the float copy."""
     app = demo_module.build_app(quantize=True)
     assert isinstance(app, gr.Blocks)
     predictor = nlp_rnn.load(MODELS / "sentiment-imdb", quantize=True)
     label, spans, _ = demo_module.classify(predictor, "A wonderful film, moving and funny.")
     assert max(label, key=label.get) == "pos" and spans
+    _, rows, _ = demo_module.find_entities(nlp_rnn.load(NER, quantize=True), "Emmanuel Macron arrived in Paris .")
+    assert ["LOC", "Paris"] in [row[:2] for row in rows]

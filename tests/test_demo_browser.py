@@ -73,6 +73,38 @@ def classify(browser, text):
     browser.find_element(By.ID, "classify").click()
 
 
+def open_tab(browser, title):
+    from selenium.webdriver.common.by import By
+
+    tab = wait_for(browser, lambda: [t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                     if t.text == title])
+    tab[0].click()
+
+
+def find_entities(browser, text):
+    from selenium.webdriver.common.by import By
+
+    browser.execute_script(SET_TEXT, "#news textarea", text)
+    browser.find_element(By.ID, "find-entities").click()
+
+
+def entity_rows(browser):
+    """The Entities table's rows as [type, entity, start, end] texts."""
+    from selenium.webdriver.common.by import By
+
+    cells = [[c.text for c in browser.find_elements(By.CSS_SELECTOR, f"#entity-table [role=gridcell][data-col='{i}']")]
+             for i in range(4)]
+    return [list(row) for row in zip(*cells, strict=True)]
+
+
+def highlighted(browser):
+    """The entities highlighted in the text: (text, background colour) of each coloured piece."""
+    from selenium.webdriver.common.by import By
+
+    return [(piece.text, piece.value_of_css_property("background-color"))
+            for piece in browser.find_elements(By.CSS_SELECTOR, "#entities .textfield .highlighted")]
+
+
 def test_sentiment_tab(browser, demo_url, tmp_path):
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
@@ -112,9 +144,7 @@ def test_translate_tab(browser, demo_url, tmp_path):
     from selenium.webdriver.common.by import By
 
     browser.get(demo_url)
-    tab = wait_for(browser, lambda: [t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]")
-                                     if t.text == "Translate"])
-    tab[0].click()
+    open_tab(browser, "Translate")
     source = wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#source textarea"))
     source.send_keys("Ein Mann fährt Fahrrad.")
     browser.find_element(By.ID, "translate").click()
@@ -142,13 +172,62 @@ def test_translate_tab(browser, demo_url, tmp_path):
     wait_for(browser, lambda: "Please enter a German sentence" in text_of(browser, "body"))
 
 
-def test_models_tab(browser, demo_url):
+def test_entities_tab(browser, demo_url, tmp_path):
     from selenium.webdriver.common.by import By
 
     browser.get(demo_url)
-    tab = wait_for(browser, lambda: [t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]")
-                                     if t.text == "Models"])
-    tab[0].click()
+    open_tab(browser, "Entities")
+    news = wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#news textarea"))
+    news.send_keys("Angela Merkel met Emmanuel Macron in Paris .")  # typed, key by key
+    browser.find_element(By.ID, "find-entities").click()
+    wait_for(browser, lambda: ["LOC", "Paris", "37", "42"] in entity_rows(browser))
+    rows = entity_rows(browser)
+    assert ["PER", "Emmanuel Macron", "18", "33"] in rows
+    pieces = highlighted(browser)
+    assert [entity for _, entity, _, _ in rows] == [text for text, _ in pieces]  # each entity in the table is lit
+    colours = {}  # entity type -> the background colours of its pieces
+    for (kind, _, _, _), (_, colour) in zip(rows, pieces, strict=True):
+        colours.setdefault(kind, set()).add(colour)
+    assert all(len(shades) == 1 for shades in colours.values())  # one colour a type...
+    assert len(set.union(*colours.values())) == len(colours) >= 2  # ...and a different one for each type
+    assert text_of(browser, "#entities").count("Paris") == 1  # the text, shown once
+    legend = text_of(browser, "#entities [data-testid='highlighted-text:category-legend']")
+    assert legend.split() == ["PER", "ORG", "LOC", "MISC"]
+    meanings = text_of(browser, "#entity-legend")
+    assert all(f"{kind} {meaning}" in meanings
+               for kind, meaning in [("PER", "person"), ("ORG", "organisation"), ("LOC", "location"),
+                                     ("MISC", "miscellaneous")])
+    assert "entities:" in text_of(browser, "#news-notice")
+    screenshot(browser, tmp_path, "demo-entities.png")
+
+    example = [b for b in browser.find_elements(By.CSS_SELECTOR, "button")
+               if b.text.startswith("Manchester United beat Juventus")]
+    example[0].click()  # an example sentence fills the box
+    wait_for(browser, lambda: news.get_property("value").startswith("Manchester United beat Juventus"))
+    browser.find_element(By.ID, "find-entities").click()
+    wait_for(browser, lambda: "Juventus" in [row[1] for row in entity_rows(browser)])
+
+    find_entities(browser, XSS.replace("an awful film", "Emmanuel Macron visited Paris ."))  # shown as text, never run
+    wait_for(browser, lambda: "onerror" in text_of(browser, "#entities"))
+    assert browser.execute_script("return window.__pwned") is None
+    assert not browser.find_elements(By.CSS_SELECTOR, "#entities img, #entities script, #entity-table img")
+
+    find_entities(browser, "Paris is lovely in spring .\n" * 40_000)  # about 1 MB
+    wait_for(browser, lambda: "Input cut to the first 5,000" in text_of(browser, "#news-notice"))
+
+    find_entities(browser, "😀 Emmanuel\x00 Macron\x07 visited Paris 🎬")  # emoji, control characters
+    wait_for(browser, lambda: "control character(s) removed" in text_of(browser, "#news-notice"))
+    assert "😀" in text_of(browser, "#entities") and "Paris" in [row[1] for row in entity_rows(browser)]
+
+    find_entities(browser, "   ")
+    wait_for(browser, lambda: "Please enter some English text" in text_of(browser, "body"))
+    assert "Traceback" not in text_of(browser, "body")
+
+
+def test_models_tab(browser, demo_url):
+    browser.get(demo_url)
+    open_tab(browser, "Models")
     wait_for(browser, lambda: "bentrevett/multi30k" in text_of(browser, "body"))
     body = text_of(browser, "body")
     assert "stanfordnlp/imdb" in body and "nlp-rnn train configs/" in body
+    assert "eriktks/conll2003" in body and "lstm-crf tagger" in body

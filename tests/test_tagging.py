@@ -98,6 +98,8 @@ def test_split_words_rule_and_offsets():
     assert all(text[start:end] == word for word, start, end in words)
     assert [w for w, _, _ in split_words("Tokyo\x07rocks 😀\u200b!")] == ["Tokyo", "rocks", "😀", "!"]
     assert split_words("  \n\t ") == []
+    assert [w for w, _, _ in split_words("Mr. Smith of Acme Corp. met J. Doe in Jan. A.")] == [
+        "Mr.", "Smith", "of", "Acme", "Corp.", "met", "J.", "Doe", "in", "Jan.", "A", "."]
 
 
 # -- word vectors ------------------------------------------------------------------------------------------------

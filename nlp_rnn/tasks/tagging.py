@@ -8,8 +8,9 @@ CoNLL's ``conlleval`` does, by ``seqeval``; tag sets that are not IOB (POS) are 
 
 Raw text (``nlp-rnn predict``, ``load(run).tag``, the demo) is cut into tokens by :func:`split_words`, a simple
 rule close to CoNLL's tokenization: runs of letters and digits, joined by inner hyphens, periods, commas, slashes
-or ampersands (``U.S.``, ``1,000``, ``Hewlett-Packard``, ``AT&T``); ``'s`` and ``n't`` split off; every other
-visible character is a token of its own; control characters count as spaces.
+or ampersands (``U.S.``, ``1,000``, ``Hewlett-Packard``, ``AT&T``); common abbreviations keep their period
+(``Mr.``, ``Corp.``, ``Jan.``, an initial before a capitalised word: ``J. Smith``); ``'s`` and ``n't`` split off;
+every other visible character is a token of its own; control characters count as spaces.
 """
 
 from __future__ import annotations
@@ -109,8 +110,10 @@ class Tagged(TypedDict):
 
 # -- raw text -> tokens ---------------------------------------------------------------------------------------
 
-_WORD = re.compile(r"[^\W_]+(?:[-.,/&][^\W_]+)*(?=n't)|n't|'[sS]\b|(?:[^\W\d_]\.){2,}|[^\W_]+(?:[-.,/&][^\W_]+)*"
-                   r"|\S")
+_ABBREVIATIONS = ("Mr|Mrs|Ms|Dr|Prof|St|Jr|Sr|Mt|Ft|Gen|Gov|Sen|Rep|Rev|Col|Lt|Sgt|Corp|Inc|Ltd|Co|Bros|Jan|Feb|"
+                  "Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|vs|No")
+_WORD = re.compile(r"[^\W_]+(?:[-.,/&][^\W_]+)*(?=n't)|n't|'[sS]\b|(?:[^\W\d_]\.){2,}"
+                   rf"|\b(?:{_ABBREVIATIONS})\.|\b[A-Z]\.(?=\s+[A-Z])|[^\W_]+(?:[-.,/&][^\W_]+)*|\S")
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:
@@ -275,7 +278,7 @@ class TaggingTask(Task):
     metrics = ("f1", "accuracy", "loss")
     unit = "sentences"
     logged = ("loss", "accuracy", "precision", "recall", "f1")
-    kept = ("loss", "accuracy", "precision", "recall", "f1", "per_type", "scheme")
+    kept = ("loss", "accuracy", "precision", "recall", "f1", "per_type", "scheme", "num_examples")
     card_hint = "Test scores: `nlp-rnn evaluate <this folder> --split test` on this folder's own weights."
     onnx_runner = "tagger"
     PER_TYPE_PLOT = "per_type.png"  # evaluation/SPLIT/: precision, recall and F1 per entity type
@@ -538,7 +541,8 @@ class TaggingTask(Task):
         tags = ", ".join(f"`{name}`" for name in self.tag_names)
         scored = "entity spans, as conlleval counts them, via seqeval" if self.scheme == "iob2" else "per token"
         lines = [
-            f"# {self.config.data.source}: {direction}{model['cell']}-{model['output']} tagger",
+            f"# {self.config.data.source} ({data['tags_column']}): {direction}{model['cell'].upper()}-"
+            f"{model['output'].upper() if model['output'] == 'crf' else model['output']} tagger",
             "",
             f"- **Data**: `{self.config.data.source}` (tokens `{data['tokens_column']}`, tags "
             f"`{data['tags_column']}`: {tags}), reported on split `{data['test_split']}`.",
@@ -558,8 +562,9 @@ class TaggingTask(Task):
         ]
         validation = metrics.get("validation")
         if validation:
-            lines.append(f"| validation | | {validation['precision']:.4f} | {validation['recall']:.4f} | "
-                         f"{validation['f1']:.4f} | {validation['accuracy']:.4f} |")
+            count = f"{validation['num_examples']:,}" if "num_examples" in validation else ""
+            lines.append(f"| validation (best epoch) | {count} | {validation['precision']:.4f} | "
+                         f"{validation['recall']:.4f} | {validation['f1']:.4f} | {validation['accuracy']:.4f} |")
         for folder in sorted(run.evaluation().glob("*")):
             report = ckpt.read_json(folder / ckpt.METRICS_FILE)
             if report and "f1" in report:
