@@ -67,7 +67,7 @@ def plot_class_scores(scores: dict[str, dict[str, float]], path: str | Path) -> 
         axis.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     axis.set_xticks(range(len(names)), [f"{n}\n({scores[n].get('support', '')})" for n in names])
     axis.set(ylim=(0, 1.08), ylabel="score", title="scores per type (support)")
-    axis.legend(loc="lower right", fontsize=8)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8)
     axis.grid(axis="y", alpha=0.3)
     _save(figure, path)
 

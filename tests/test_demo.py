@@ -119,7 +119,8 @@ def test_unusual_input_gets_entities_or_a_notice(demo_module, tagger, text):
     assert all(shown[start:end] == entity for _, entity, start, end, _ in rows)
     assert rows == entity_rows(tagger.tag([shown])[0])
     if "\x00" in text:
-        assert "2 control character(s) removed" in notice and ["LOC", "Paris"] in [row[:2] for row in rows]
+        assert "2 control character(s) removed" in notice
+        assert ["LOC", "Paris"] in [row[:2] for row in rows]  # the emoji after it is outside
     if not rows:
         assert notice == " ".join(filter(None, [cleaning, "No entities found."]))
 

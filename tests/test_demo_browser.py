@@ -230,4 +230,4 @@ def test_models_tab(browser, demo_url):
     wait_for(browser, lambda: "bentrevett/multi30k" in text_of(browser, "body"))
     body = text_of(browser, "body")
     assert "stanfordnlp/imdb" in body and "nlp-rnn train configs/" in body
-    assert "eriktks/conll2003" in body and "lstm-crf tagger" in body
+    assert "eriktks/conll2003" in body and "LSTM-CRF tagger" in body

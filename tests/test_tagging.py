@@ -232,6 +232,9 @@ def test_bad_text_gets_a_sensible_result(tiny_tagger, caplog):
     tagger = nlp_rnn.load(tiny_tagger)
     (emoji,) = tagger.tag(["😀 Anna\x00Berg \u200b in Rome 🎉"])
     assert emoji["tokens"] == ["😀", "Anna", "Berg", "in", "Rome", "🎉"] and len(emoji["tags"]) == 6
+    assert emoji["tags"][0] == emoji["tags"][5] == "O"  # no character the model knows: outside any entity
+    assert tagger._outside_unknown_symbols(["Rome", "🎉", "Bern"], ["B-LOC", "I-LOC", "I-LOC"]) == ["B-LOC", "O",
+                                                                                                   "B-LOC"]
     long_text = " ".join(["Rome"] * 100)
     with caplog.at_level("WARNING"):
         (long,) = tagger.tag([long_text])

@@ -702,6 +702,7 @@ class TaggerPredictor:
             text = str(text)
             entities = []
             if self.task.scheme == "iob2":
+                tags = self._outside_unknown_symbols([w for w, _, _ in words], tags)
                 for kind, first, last in entities_of(tags):
                     start, end = words[first][1], words[last][2]
                     entities.append(Entity(text=text[start:end], type=kind, start=start, end=end,
@@ -712,3 +713,16 @@ class TaggerPredictor:
         return results
 
     predict = tag
+
+    def _outside_unknown_symbols(self, tokens: list[str], tags: list[str]) -> list[str]:
+        """Raw text may hold what training text never had (emoji, pictographs): a token with no letter or digit
+        and no character the model knows is outside every entity (``O``), and an ``I-X`` after it becomes
+        ``B-X``, so "Paris \U0001f3ac" is the entity "Paris"."""
+        char_vocab = self.task.tokenizers[1].get_vocab()
+        tags = list(tags)
+        for i, token in enumerate(tokens):
+            if not any(c.isalnum() or c in char_vocab for c in token):
+                tags[i] = "O"
+                if i + 1 < len(tags) and tags[i + 1].startswith("I-"):
+                    tags[i + 1] = "B-" + tags[i + 1][2:]
+        return tags
