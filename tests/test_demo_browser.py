@@ -88,6 +88,15 @@ def find_entities(browser, text):
     browser.find_element(By.ID, "find-entities").click()
 
 
+def click_example(browser, box, start: str) -> None:
+    """Click the example button whose text begins with ``start``; it fills ``box`` with that example."""
+    from selenium.webdriver.common.by import By
+
+    example = [b for b in browser.find_elements(By.CSS_SELECTOR, "button") if b.text.startswith(start)]
+    example[0].click()
+    wait_for(browser, lambda: box.get_property("value").startswith(start))
+
+
 def entity_rows(browser):
     """The Entities table's rows as [type, entity, start, end] texts."""
     from selenium.webdriver.common.by import By
@@ -162,10 +171,7 @@ def test_translate_tab(browser, demo_url, tmp_path):
     assert image.get_attribute("src").startswith("data:image/")
     screenshot(browser, tmp_path, "demo.png")
 
-    example = [b for b in browser.find_elements(By.CSS_SELECTOR, "button")
-               if b.text.startswith("Eine Gruppe von Männern")]
-    example[0].click()  # an example sentence fills the box
-    wait_for(browser, lambda: source.get_property("value").startswith("Eine Gruppe von Männern"))
+    click_example(browser, source, "Eine Gruppe von Männern")
     browser.find_element(By.ID, "translate").click()
     wait_for(browser, lambda: "truck" in english.get_property("value"))
 
@@ -202,10 +208,7 @@ def test_entities_tab(browser, demo_url, tmp_path):
     assert "entities:" in text_of(browser, "#news-notice")
     screenshot(browser, tmp_path, "demo-entities.png")
 
-    example = [b for b in browser.find_elements(By.CSS_SELECTOR, "button")
-               if b.text.startswith("Manchester United beat Juventus")]
-    example[0].click()  # an example sentence fills the box
-    wait_for(browser, lambda: news.get_property("value").startswith("Manchester United beat Juventus"))
+    click_example(browser, news, "Manchester United beat Juventus")
     browser.find_element(By.ID, "find-entities").click()
     wait_for(browser, lambda: "Juventus" in [row[1] for row in entity_rows(browser)])
 

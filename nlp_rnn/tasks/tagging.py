@@ -21,7 +21,7 @@ import time
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.batching import BucketBatchSampler
-from nlp_rnn.config import Config, DataConfig, TrainConfig, _bounded, _choice
+from nlp_rnn.config import Config, DataConfig, _bounded, _choice
 from nlp_rnn.data import DataError
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import autocast
@@ -154,12 +154,11 @@ class TagDataset(Dataset):
     """Encoded sentences: token ids, character ids per token, tags per word, first token of each word."""
 
     def __init__(self, input_ids: list[list[int]], char_ids: list[list[list[int]]], tags: list[list[int]] | None,
-                 word_starts: list[list[int]] | None = None, words: list[list[str]] | None = None) -> None:
+                 word_starts: list[list[int]] | None = None) -> None:
         self.input_ids = input_ids
         self.char_ids = char_ids
         self.tags = tags
         self.word_starts = word_starts  # None: one token per word
-        self.words = words  # the words themselves (evaluation: reported, never read by the model)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -266,7 +265,6 @@ class _Encoded:
     ids: list[list[int]]
     chars: list[list[list[int]]]
     starts: list[list[int]] | None
-    words: list[list[str]] = field(default_factory=list)
 
 
 @register_task("tagging")
@@ -361,7 +359,7 @@ class TaggingTask(Task):
         def char_ids(text: str) -> list[int]:
             return [char_vocab.get(c, UNK_ID) for c in normalize_chars(text)[:limit]] or [UNK_ID]
 
-        encoded = _Encoded([], [], [] if subwords else None, [list(s) for s in sentences])
+        encoded = _Encoded([], [], [] if subwords else None)
         if not subwords:
             vocab = word_tokenizer.get_vocab()
             normalize = word_tokenizer.normalizer.normalize_str
@@ -429,7 +427,7 @@ class TaggingTask(Task):
         if not sentences:
             raise DataError(f"{where}: no sentences with tokens")
         encoded = self.encode_words(sentences)
-        return TagDataset(encoded.ids, encoded.chars, tags, encoded.starts, sentences)
+        return TagDataset(encoded.ids, encoded.chars, tags, encoded.starts)
 
     def encode_training(self, split: datasets.Dataset) -> TagDataset:
         return self._encode(split, training=True)
@@ -440,10 +438,6 @@ class TaggingTask(Task):
     @property
     def collate(self) -> TagCollator:
         return TagCollator()
-
-    def sampler(self, dataset: Dataset, train: TrainConfig) -> BucketBatchSampler:
-        return BucketBatchSampler(dataset.lengths(), train.batch_size, train.max_tokens, shuffle=True,
-                                  bucket_size=train.bucket_size, seed=train.seed)
 
     # -- model ----------------------------------------------------------------------------------------------
 
