@@ -275,7 +275,7 @@ class Trainer:
         report = distributed.from_main(report, self.dist)  # every rank decides alike
         metric = self.config.metric
         sums = progress["sums"]
-        value = report[metric]
+        value = float(report[metric])  # a numpy scalar (seqeval's) would not reload with weights_only
         record = {"kind": "epoch", "epoch": epoch + 1, "step": progress["step"],
                   "train_loss": sums["loss"] / max(1, sums["batches"]),
                   "train_accuracy": sums["correct"] / max(1, sums["examples"]),

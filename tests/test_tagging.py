@@ -271,6 +271,27 @@ def test_variants_learn_the_rule(tmp_path, tagging_data, variant):
     assert report["f1"] >= 0.95
 
 
+def test_interrupted_tagging_run_resumes_to_the_same_weights(tmp_path, tagging_data):
+    """The best F1 (seqeval's numpy float) is kept in the training state; resuming must read it back."""
+    from safetensors.torch import load_file
+
+    from nlp_rnn.config import load_config
+    from nlp_rnn.training import TrainingInterrupted, train
+
+    config = load_config(write_tagging_config(tagging_data, epochs=2))
+    train(config, tmp_path / "whole")
+
+    def stop(step):
+        if step == 40:  # 30 steps an epoch: after the first epoch's validation
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(config, tmp_path / "cut", on_step=stop)
+    train(None, tmp_path / "cut", resume=True)
+    whole, cut = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+
+
 @pytest.mark.slow
 def test_pretrained_vectors_fill_the_embedding_and_the_vocabulary(tmp_path, tagging_data):
     words = ["zurich", "oslo", "met"]
