@@ -10,9 +10,11 @@ import yaml
 
 import nlp_rnn
 from nlp_rnn.cli import main
+from nlp_rnn.config import load_config
 from nlp_rnn.tasks.tagging import entity_confusion, iob_allowed, is_iob, score_tags, split_words
 from nlp_rnn.word_vectors import WordVectors, normalize_word, ppmi_svd, write_vectors
 from tests.test_cli import assert_one_line_error, run_cli
+from tests.tiny import assert_resumed_run_matches
 
 # -- scores ------------------------------------------------------------------------------------------------------
 
@@ -273,23 +275,8 @@ def test_variants_learn_the_rule(tmp_path, tagging_data, variant):
 
 def test_interrupted_tagging_run_resumes_to_the_same_weights(tmp_path, tagging_data):
     """The best F1 (seqeval's numpy float) is kept in the training state; resuming must read it back."""
-    from safetensors.torch import load_file
-
-    from nlp_rnn.config import load_config
-    from nlp_rnn.training import TrainingInterrupted, train
-
     config = load_config(write_tagging_config(tagging_data, epochs=2))
-    train(config, tmp_path / "whole")
-
-    def stop(step):
-        if step == 40:  # 30 steps an epoch: after the first epoch's validation
-            raise KeyboardInterrupt
-
-    with pytest.raises(TrainingInterrupted):
-        train(config, tmp_path / "cut", on_step=stop)
-    train(None, tmp_path / "cut", resume=True)
-    whole, cut = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
-    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    assert_resumed_run_matches(config, tmp_path, stop_at=40)  # 30 steps an epoch: after the first validation
 
 
 @pytest.mark.slow

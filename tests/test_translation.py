@@ -8,15 +8,14 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import nlp_rnn
 from nlp_rnn.config import load_config
 from nlp_rnn.data import load_splits
 from nlp_rnn.predictor import TranslationPredictor
 from nlp_rnn.tasks import TranslationTask
-from nlp_rnn.training import TrainingInterrupted, train
-from tests.tiny import reversal_config
+from nlp_rnn.training import train
+from tests.tiny import assert_resumed_run_matches, reversal_config
 
 pytestmark = pytest.mark.slow
 
@@ -117,17 +116,7 @@ def test_predict_bad_beam_is_one_line(reversal_run):
 
 def test_interrupted_and_resumed_translation_run_matches(tmp_path, reversal_data):
     config = reversal_config(reversal_data, train={"epochs": 1, "teacher_forcing": 0.7})
-    train(config, tmp_path / "whole")
-
-    def stop(step):
-        if step == 40:
-            raise KeyboardInterrupt
-
-    with pytest.raises(TrainingInterrupted):
-        train(config, tmp_path / "cut", on_step=stop)
-    train(None, tmp_path / "cut", resume=True)
-    whole, cut = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
-    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    assert_resumed_run_matches(config, tmp_path, stop_at=40)
 
 
 def test_separate_vocabularies_and_bahdanau_train(tmp_path, reversal_data):

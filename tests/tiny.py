@@ -61,3 +61,24 @@ def reversal_config(dataset_dir, **sections: dict) -> Config:
     for section, updates in sections.items():
         values.setdefault(section, {}).update(updates)
     return config_from_dict(values)
+
+
+def assert_resumed_run_matches(config: Config, folder, stop_at: int) -> None:
+    """Train ``config`` whole, and again interrupted at step ``stop_at`` then resumed: the weights are equal."""
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    from nlp_rnn.training import TrainingInterrupted, train
+
+    def stop(step):
+        if step == stop_at:
+            raise KeyboardInterrupt
+
+    train(config, folder / "whole")
+    with pytest.raises(TrainingInterrupted):
+        train(config, folder / "cut", on_step=stop)
+    train(None, folder / "cut", resume=True)
+    whole, cut = load_file(folder / "whole" / "model.safetensors"), load_file(folder / "cut" / "model.safetensors")
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+
