@@ -122,7 +122,9 @@ class RunFolder:
     ``config.yaml`` (the resolved config), the tokenizer file(s), ``model.safetensors`` (best weights and their
     metadata), ``metrics.json``, ``log.jsonl``, ``training_state.pt`` (for --resume), ``command.txt``,
     ``learning_curve.png``, ``attention/`` (translation plots), ``evaluation/SPLIT/`` (``nlp-rnn evaluate``),
-    ``README.md`` (the model card, ``nlp-rnn pack``) and ``onnx/`` (``nlp-rnn export``).
+    ``README.md`` (the model card, ``nlp-rnn pack``) and ``onnx/`` (``nlp-rnn export``). A packed ensemble
+    (``nlp-rnn pack --ensemble``) holds packed runs in ``ensemble/``, listed in ``ensemble.json``, and the first
+    one's config; loading it loads them all.
     """
 
     CONFIG = CONFIG_FILE
@@ -137,6 +139,8 @@ class RunFolder:
     EVALUATION = "evaluation"
     ONNX = "onnx"
     CONFUSION_MATRIX = "confusion_matrix.png"  # in evaluation/SPLIT/, beside metrics.json (classification)
+    ENSEMBLE = "ensemble"  # a packed ensemble's members, each a packed run folder (nlp-rnn pack --ensemble)
+    ENSEMBLE_LIST = "ensemble.json"  # their folder names in ensemble/, in order
     # what a shipped copy keeps (no training state): files, then folders; tokenizer files come from the task
     SHIPPED = (CONFIG, METRICS, LOG, LEARNING_CURVE, COMMAND)
     SHIPPED_FOLDERS = (EVALUATION, ATTENTION)
@@ -202,6 +206,24 @@ class RunFolder:
     def evaluation(self, split: str | None = None) -> Path:
         """``evaluation/`` (every split's results), or ``evaluation/SPLIT/``."""
         return self.path / self.EVALUATION if split is None else self.path / self.EVALUATION / split
+
+    def ensemble_members(self) -> list[Path]:
+        """The members' folders when this folder is a packed ensemble; none otherwise."""
+        listed = read_json(self.path / self.ENSEMBLE_LIST)
+        if listed is None:
+            return []
+        folders = [self.path / self.ENSEMBLE / name for name in listed.get("members", [])]
+        for folder in folders:
+            if not folder.is_dir():
+                raise NlpRnnError(f"{self.path / self.ENSEMBLE_LIST} names {folder}, which is not there")
+        return folders
+
+    def runs(self) -> list[Path]:
+        """The run folders this folder stands for: its ensemble's members, or itself."""
+        return self.ensemble_members() or [self.path]
+
+    def write_ensemble_list(self, names: list[str]) -> None:
+        write_json(self.path / self.ENSEMBLE_LIST, {"members": names})
 
     def holds_run(self) -> bool:
         return self.state.exists() or self.weights.exists()

@@ -21,6 +21,8 @@ RESUME_OVERRIDES = {"train.num_threads", "train.progress", "train.device"}
 PLUGIN_HELP = ("import a module first (a dotted name, found from the current directory, or a .py file) that "
                "registers tasks or cells (repeatable); train records it in the run's config.yaml, so evaluate, "
                "predict and nlp_rnn.load import it again")
+ENSEMBLE_HELP = ("more run folders of the same task (comma-separated) that predict together with RUN_DIR: the "
+                 "mean of their tag probabilities (tagging)")
 DEVICE_HELP = "where the model runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N, mps"
 
 
@@ -69,9 +71,10 @@ def _pack(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise NlpRnnError("pack needs OUT (or --card-only to rewrite RUN_DIR/README.md)")
-    out = pack_run(args.run_dir, args.out, fp16=args.fp16, force=args.force)
+    out = pack_run(args.run_dir, args.out, fp16=args.fp16, force=args.force, ensemble=args.ensemble or [])
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"packed {args.run_dir} into {out} ({size / 1e6:.1f} MB)")
+    what = f"{args.run_dir} and {', '.join(args.ensemble)} as an ensemble" if args.ensemble else args.run_dir
+    print(f"packed {what} into {out} ({size / 1e6:.1f} MB)")
     return 0
 
 
@@ -87,7 +90,9 @@ def _load(args: argparse.Namespace, predictor: bool = True):
     from nlp_rnn.runtime import select_device
 
     device = select_device(args.device)
-    return load(args.run_dir, device=device) if predictor else load_model(args.run_dir, device)
+    ensemble = args.ensemble or []
+    return load(args.run_dir, device=device, ensemble=ensemble) if predictor else \
+        load_model(args.run_dir, device, ensemble)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -103,6 +108,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = task.evaluate(model, data, device, args.batch_size, beam_size=args.beam)
     report.update(split=args.split, dataset=config.data.source, run_dir=str(args.run_dir),
                   max_examples=args.max_examples, device=str(device))
+    if args.ensemble:
+        report.update(ensemble=args.ensemble)
     first, *lines = task.write_evaluation(report, data, out)
     if args.json:
         print(json.dumps(report))
@@ -184,6 +191,15 @@ class _IntermixedParser(argparse.ArgumentParser):
             self._parsing = False
 
 
+def _runs(value: str) -> list[str]:
+    """``--ensemble RUN2,RUN3``: the folders, each of which must exist."""
+    folders = [part.strip() for part in value.split(",") if part.strip()]
+    missing = [folder for folder in folders if not Path(folder).is_dir()]
+    if not folders or missing:
+        raise argparse.ArgumentTypeError(f"no run folder {', '.join(missing) or value!r}")
+    return folders
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlp-rnn", description="Recurrent-network NLP: train, evaluate, serve.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -215,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="score a fixed random sample of N examples (default: the whole split, whatever "
                                "data.max_eval_examples limited during training)")
     evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
+    evaluate.add_argument("--ensemble", type=_runs, metavar="RUN2,RUN3", help=ENSEMBLE_HELP)
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser("predict", parents=[verbose], help="label texts (arguments, or stdin lines)")
@@ -224,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--beam", type=int, default=None, help="translation: beam size (1 = greedy)")
     predict.add_argument("--nbest", type=int, default=1, help="translation: hypotheses per input, tab-separated")
     predict.add_argument("--device", default="auto", help=DEVICE_HELP)
+    predict.add_argument("--ensemble", type=_runs, metavar="RUN2,RUN3", help=ENSEMBLE_HELP)
     predict.set_defaults(run=_predict)
 
     pack = commands.add_parser("pack", parents=[verbose],
@@ -234,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="write no copy: only rewrite RUN_DIR/README.md, e.g. after evaluate added scores")
     pack.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
     pack.add_argument("--force", action="store_true", help="replace OUT if it exists (it is deleted first)")
+    pack.add_argument("--ensemble", type=_runs, metavar="RUN2,RUN3",
+                      help="ship these runs too, as one ensemble folder that loads them all (tagging)")
     pack.set_defaults(run=_pack)
 
     export = commands.add_parser("export", parents=[verbose],

@@ -52,6 +52,9 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "o
     except ImportError:
         raise NlpRnnError("ONNX export needs the onnx package: pip install 'nlp-rnn[export]'") from None
     run = ckpt.RunFolder(run_dir)
+    if run.ensemble_members():
+        raise NlpRnnError(f"{run_dir} is an ensemble; ONNX export takes one run (export a member in "
+                          f"{run / run.ENSEMBLE})")
     predictor = load(run.path)
     task = predictor.task
     predictor.model.float()  # fp16-packed weights export as float32: onnxruntime's CPU kernels want it

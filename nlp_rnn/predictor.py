@@ -40,10 +40,27 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         return quantize_dynamic(model.float(), {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
+def load_model(path: str | Path, device: str | torch.device = "cpu", ensemble: list[str | Path] = ()):
     """A run folder's task (its config, tokenizers and metadata) and its model with the trained weights, on
     ``device``: what :func:`load` wraps in a predictor, and what ``nlp-rnn evaluate`` scores (a language model
-    has no predictor, but it has a perplexity)."""
+    has no predictor, but it has a perplexity).
+
+    A packed ensemble (``nlp-rnn pack --ensemble``) loads all its members; ``ensemble`` adds more run folders
+    (or packed ensembles).
+    Several runs come back as one task and one model through their task's ``Task.ensemble``."""
+    folders = [run for folder in [path, *ensemble] for run in ckpt.RunFolder(folder).runs()]
+    members = [_load_run(folder) for folder in folders]
+    task, model = members[0]
+    if len(members) > 1:
+        other = next(((f, t) for f, (t, _) in zip(folders, members, strict=True) if t.name != task.name), None)
+        if other is not None:
+            raise NlpRnnError(f"an ensemble's runs must be of one task: {folders[0]} is {task.name}, {other[0]} is "
+                              f"{other[1].name}")
+        task, model = type(task).ensemble(members)
+    return task, model.to(select_device(str(device), "device")).eval()
+
+
+def _load_run(path: Path):
     run = ckpt.RunFolder(path)
     config = run.read_config()
     task_class = get_task(config.task)
@@ -53,12 +70,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     task.check_tokenizers(run.path)
     model = task.build_model()
     ckpt.load_into(model, tensors, run.weights)
-    return task, model.to(select_device(str(device), "device")).eval()
+    return task, model
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", quantize: bool = False):
+def load(path: str | Path, device: str | torch.device = "cpu", quantize: bool = False,
+         ensemble: list[str | Path] = ()):
     """Rebuild a trained model from its run folder (config.yaml, tokenizer file(s), model.safetensors) and return
-    its task's predictor.
+    its task's predictor. ``ensemble``: more run folders of the same task, predicting together with it (as does a
+    packed ensemble folder on its own), where the task supports ensembles.
 
     ``device``: ``cpu`` (the default), ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (CUDA when available); hardware
     that is not there is one :class:`NlpRnnError`. ``quantize=True`` runs the model with dynamic int8
@@ -68,7 +87,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", quantize: bool = 
     device = select_device(str(device), "device")
     if quantize and device.type != "cpu":
         raise NlpRnnError(f"quantize=True runs on the CPU (dynamic int8 kernels), not on {device}")
-    task, model = load_model(path, device)
+    task, model = load_model(path, device, ensemble)
     if quantize:
         return task.predictor(quantize_int8(model), Path(path), explain_model=model)
     return task.predictor(model, Path(path))

@@ -8,7 +8,7 @@ its first token only (``TagBatch.word_starts``), so the CRF chains words and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -123,22 +123,78 @@ class SequenceTagger(nn.Module):
         ``allowed`` / ``allowed_start`` forbid transitions (IOB2) for a CRF and for softmax alike."""
         emissions = emissions.float()
         if self.crf is None:
-            probabilities = emissions.softmax(-1)
-            if allowed is None:
-                confidence, best = probabilities.max(-1)
-                lengths = mask.long().sum(1).tolist()
-                return ([best[row, :n].tolist() for row, n in enumerate(lengths)],
-                        [confidence[row, :n].tolist() for row, n in enumerate(lengths)])
-            # the best valid path under the per-word probabilities: Viterbi with zero transition scores
-            paths, _ = CRF.viterbi_scores(probabilities.clamp_min(1e-12).log(), mask,
-                                          torch.zeros(self.num_tags, self.num_tags, device=emissions.device),
-                                          torch.zeros(self.num_tags, device=emissions.device),
-                                          torch.zeros(self.num_tags, device=emissions.device), allowed, allowed_start)
-        else:
-            paths, _ = self.crf.viterbi(emissions, mask, allowed, allowed_start)
-            probabilities = self.crf.marginals(emissions, mask).clamp(0.0, 1.0)  # exp() may round past 1
-        scores = []
-        for row, path in enumerate(paths):
-            index = torch.tensor(path, device=emissions.device)
-            scores.append(probabilities[row, torch.arange(len(path), device=emissions.device), index].tolist())
-        return paths, scores
+            return decode_probabilities(emissions.softmax(-1), mask, allowed, allowed_start)
+        paths, _ = self.crf.viterbi(emissions, mask, allowed, allowed_start)
+        return paths, _chosen(self.crf.marginals(emissions, mask).clamp(0.0, 1.0), paths)  # exp() may round past 1
+
+
+class TaggerEnsemble(nn.Module):
+    """Trained taggers of one tag set read as one model (``--ensemble``): a word's tag distribution is the mean of
+    the members' (CRF marginals or softmax), decoded as a softmax tagger's is, the best valid path under it
+    (posterior averaging; the members' CRF transitions are already in their marginals).
+
+    The members may have different vocabularies (a run trained on more data, or with pretrained vectors, knows
+    more words): the batch holds ids of their union, and ``word_maps[k]`` / ``char_maps[k]`` (members, union size)
+    turn them into member k's own ids, ``<unk>`` for what it never saw, so each member reads exactly what its own
+    tokenizer gives it."""
+
+    crf = None
+
+    def __init__(self, members: list[SequenceTagger], word_maps: Tensor, char_maps: Tensor) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.num_tags = members[0].num_tags
+        self.register_buffer("word_maps", word_maps, persistent=False)
+        self.register_buffer("char_maps", char_maps, persistent=False)
+
+    def probabilities(self, batch: TagBatch) -> Tensor:
+        """(batch, words, tags): the members' mean tag distribution of every word."""
+        return sum(self._member_probabilities(k, batch) for k in range(len(self.members))) / len(self.members)
+
+    def _member_probabilities(self, k: int, batch: TagBatch) -> Tensor:
+        member = self.members[k]
+        own = replace(batch, input_ids=self.word_maps[k][batch.input_ids], char_ids=self.char_maps[k][batch.char_ids])
+        emissions = member.emissions(own).float()  # (batch, words, tags)
+        if member.crf is None:
+            return emissions.softmax(-1)
+        return member.crf.marginals(emissions, batch.tag_mask).clamp(0.0, 1.0)
+
+    def forward(self, batch: TagBatch, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """-> (log of the mean distributions (batch, words, tags), the gold tags' negative log-probability per
+        word)."""
+        log_probabilities = self.probabilities(batch).clamp_min(1e-12).log()
+        if targets is None:
+            return log_probabilities, None
+        mask = batch.tag_mask
+        return log_probabilities, nn.functional.nll_loss(log_probabilities[mask], targets[mask])
+
+    def decode(self, emissions: Tensor, mask: Tensor, allowed: Tensor | None = None,
+               allowed_start: Tensor | None = None) -> tuple[list[list[int]], list[list[float]]]:
+        """``emissions``: what :meth:`forward` returns (log-probabilities)."""
+        return decode_probabilities(emissions.float().exp(), mask, allowed, allowed_start)
+
+
+def decode_probabilities(probabilities: Tensor, mask: Tensor, allowed: Tensor | None = None,
+                         allowed_start: Tensor | None = None) -> tuple[list[list[int]], list[list[float]]]:
+    """Each row's tags from per-word distributions (batch, words, tags): the argmax of each word, or with
+    ``allowed`` transitions the valid path of highest probability (Viterbi with zero transition scores); and
+    each chosen tag's probability."""
+    if allowed is None:
+        confidence, best = probabilities.max(-1)
+        lengths = mask.long().sum(1).tolist()
+        return ([best[row, :n].tolist() for row, n in enumerate(lengths)],
+                [confidence[row, :n].tolist() for row, n in enumerate(lengths)])
+    num_tags, device = probabilities.size(-1), probabilities.device
+    zeros = torch.zeros(num_tags, device=device)
+    paths, _ = CRF.viterbi_scores(probabilities.clamp_min(1e-12).log(), mask,
+                                  torch.zeros(num_tags, num_tags, device=device), zeros, zeros, allowed, allowed_start)
+    return paths, _chosen(probabilities, paths)
+
+
+def _chosen(probabilities: Tensor, paths: list[list[int]]) -> list[list[float]]:
+    """The probability of each path's tag at each word."""
+    scores = []
+    for row, path in enumerate(paths):
+        index = torch.tensor(path, device=probabilities.device)
+        scores.append(probabilities[row, torch.arange(len(path), device=probabilities.device), index].tolist())
+    return scores

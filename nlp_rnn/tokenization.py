@@ -7,6 +7,7 @@ reproduces it at prediction time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -65,6 +66,25 @@ def train_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
     assert [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS] == [PAD_ID, UNK_ID, BOS_ID, EOS_ID], \
         "special tokens must come first"
     return tokenizer
+
+
+def union_vocabulary(tokenizers: Sequence[Tokenizer]) -> tuple[Tokenizer, list[list[int]]]:
+    """One word-level tokenizer over every word of ``tokenizers`` (word-level, alike but for their vocabularies:
+    the runs of an ensemble), and for each of them the map from the union's ids to its own (``<unk>`` for a word
+    it does not have). The first keeps its ids, so its map is the identity; the others' new words follow."""
+    vocabularies = [tokenizer.get_vocab() for tokenizer in tokenizers]
+    words = sorted(vocabularies[0], key=vocabularies[0].__getitem__)
+    known = set(words)
+    for vocabulary in vocabularies[1:]:
+        new = [word for word in sorted(vocabulary, key=vocabulary.__getitem__) if word not in known]
+        words += new
+        known.update(new)
+    spec = json.loads(tokenizers[0].to_str())
+    if spec["model"].get("type") != "WordLevel":
+        raise NlpRnnError(f"a union of vocabularies needs word-level tokenizers, not {spec['model'].get('type')}")
+    spec["model"]["vocab"] = {word: i for i, word in enumerate(words)}
+    maps = [[vocabulary.get(word, UNK_ID) for word in words] for vocabulary in vocabularies]
+    return Tokenizer.from_str(json.dumps(spec)), maps
 
 
 def _head_tail(ids: list[int], max_length: int, head_fraction: float) -> list[int]:

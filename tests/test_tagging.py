@@ -279,6 +279,94 @@ def test_interrupted_tagging_run_resumes_to_the_same_weights(tmp_path, tagging_d
     assert_resumed_run_matches(config, tmp_path, stop_at=40)  # 30 steps an epoch: after the first validation
 
 
+# -- ensembles -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def second_tagger(tagging_data):
+    """A softmax tagger of another seed that keeps only the 26 most frequent words: a vocabulary unlike
+    tiny_tagger's."""
+    run_dir = tagging_data / "second"
+    config = write_tagging_config(tagging_data, {"output": "softmax"}, {"vocab_size": 30})
+    assert main(["train", config, "--out", str(run_dir), "--set", "train.seed=1"]) == 0
+    return run_dir
+
+
+def word_distributions(run_dir, sentences) -> list[torch.Tensor]:
+    """The reference: a run alone, through its own tokenizers, one sentence at a time: (words, tags) each."""
+    from nlp_rnn.predictor import load_model
+    from nlp_rnn.tasks.tagging import TagDataset
+
+    task, model = load_model(run_dir)
+    encoded = task.encode_words(sentences)
+    found = []
+    for i in range(len(sentences)):
+        batch = task.collate([TagDataset(encoded.ids, encoded.chars, None)[i]])
+        emissions = model.emissions(batch)
+        found.append((model.crf.marginals(emissions, batch.tag_mask) if model.crf is not None
+                      else emissions.softmax(-1))[0])
+    return found
+
+
+@pytest.mark.slow
+def test_ensemble_reads_the_mean_of_its_members(tiny_tagger, second_tagger):
+    from nlp_rnn.predictor import load_model
+
+    sentences = [["Cara", "Lind", "met", "Dan", "Frost", "in", "Quito", "."], ["Zyxw", "hired", "Eva", "Moss"]]
+    task, ensemble = load_model(tiny_tagger, ensemble=[second_tagger])
+    sizes = [load_model(run)[0].tokenizers[0].get_vocab_size() for run in (tiny_tagger, second_tagger)]
+    assert task.tokenizers[0].get_vocab_size() == sizes[0] > sizes[1]  # the members really read different ids
+    first, second = word_distributions(tiny_tagger, sentences), word_distributions(second_tagger, sentences)
+    encoded = task.encode_words(sentences)
+    from nlp_rnn.tasks.tagging import TagDataset
+
+    batch = task.collate([TagDataset(encoded.ids, encoded.chars, None)[i] for i in range(2)])
+    mean = ensemble.probabilities(batch)
+    for row, (a, b) in enumerate(zip(first, second, strict=True)):
+        assert torch.allclose(mean[row, : len(a)], (a + b) / 2, atol=1e-5)
+    (result,) = nlp_rnn.load(tiny_tagger, ensemble=[second_tagger]).tag(["Cara Lind met Dan Frost in Quito ."])
+    assert result["tags"] == ["B-PER", "I-PER", "O", "B-PER", "I-PER", "O", "B-LOC", "O"]
+
+
+@pytest.mark.slow
+def test_packed_ensemble_evaluates_and_predicts_as_its_runs_together(tmp_path, tiny_tagger, second_tagger, capsys):
+    packed = tmp_path / "packed"
+    assert main(["pack", str(tiny_tagger), str(packed), "--ensemble", str(second_tagger)]) == 0
+    assert json.loads((packed / "ensemble.json").read_text())["members"] == ["0-run", "1-second"]
+    assert "An ensemble of 2 runs" in (packed / "README.md").read_text()
+    assert main(["evaluate", str(packed), "--split", "test", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert main(["evaluate", str(tiny_tagger), "--ensemble", str(second_tagger), "--split", "test", "--json",
+                 "--out", str(tmp_path / "direct")]) == 0
+    direct = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["f1"] == direct["f1"] >= 0.97 and report["loss"] == pytest.approx(direct["loss"])
+    assert main(["predict", str(packed), "Eva Moss flew from Doha to Kyiv ."]) == 0
+    assert "PER 'Eva Moss' 0-8; LOC 'Doha' 19-23; LOC 'Kyiv' 27-31" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_runs_that_cannot_combine_are_one_line_errors(tmp_path, tiny_tagger, tiny_run, tagging_data):
+    assert_one_line_error(run_cli("evaluate", str(tiny_tagger), "--ensemble", str(tiny_run)),
+                          "an ensemble's runs must be of one task", "classification")
+    assert_one_line_error(run_cli("predict", str(tiny_run), "--ensemble", str(tiny_run), "good"),
+                          "the classification task cannot combine runs into an ensemble")
+    packed = tmp_path / "packed"
+    assert main(["pack", str(tiny_tagger), str(packed), "--ensemble", str(tiny_tagger)]) == 0
+    assert_one_line_error(run_cli("export", str(packed)), "is an ensemble; ONNX export takes one run")
+    assert main(["pack", str(packed), str(tmp_path / "again"), "--ensemble", str(tiny_tagger), "--fp16"]) == 0
+    assert json.loads((tmp_path / "again" / "ensemble.json").read_text())["members"] == ["0-run", "1-run", "2-run"]
+    result = run_cli("predict", str(tiny_tagger), "--ensemble", str(tmp_path / "nowhere"), "Rome")
+    assert result.returncode == 2 and "no run folder" in result.stderr.decode()
+    # another tag set: the same data with PER read as PERSON
+    other = tmp_path / "other"
+    (other / "data").mkdir(parents=True)
+    for name in ("train", "validation", "test"):
+        rows = (tagging_data / "data" / f"{name}.jsonl").read_text().replace("-PER\"", "-PERSON\"")
+        (other / "data" / f"{name}.jsonl").write_text(rows)
+    assert main(["train", write_tagging_config(other, epochs=1), "--out", str(other / "run")]) == 0
+    assert_one_line_error(run_cli("evaluate", str(tiny_tagger), "--ensemble", str(other / "run")),
+                          "cannot form an ensemble", "B-PERSON")
+
+
 @pytest.mark.slow
 def test_pretrained_vectors_fill_the_embedding_and_the_vocabulary(tmp_path, tagging_data):
     words = ["zurich", "oslo", "met"]

@@ -118,3 +118,26 @@ def test_the_truncations_are_exactly_the_configs_choices():
     assert set(TRUNCATIONS) == set(choices(DataConfig, "truncation"))
     with pytest.raises(ValueError, match="unknown truncation 'middle'.*head_tail"):
         truncate([1, 2], 4, "middle")
+
+
+def test_union_vocabulary_keeps_the_first_ids_and_maps_each_to_its_own():
+    from nlp_rnn.tokenization import UNK_ID, union_vocabulary
+
+    first = make_tokenizer("word", vocab_size=40)
+    second = train_tokenizer(["zyxwv film qwert"] * 3, TokenizerConfig(type="word", vocab_size=40, min_frequency=1))
+    union, (first_map, second_map) = union_vocabulary([first, second])
+    vocab = union.get_vocab()
+    known = len(first.get_vocab())
+    assert all(vocab[word] == i for word, i in first.get_vocab().items()) and len(vocab) == known + 2  # zyxwv, qwert
+    assert first_map == list(range(known)) + [UNK_ID, UNK_ID]
+    for word in ("zyxwv", "film", "great"):
+        assert second_map[vocab[word]] == second.get_vocab().get(word, UNK_ID)
+    assert union.encode("zyxwv film").ids == [vocab["zyxwv"], vocab["film"]]  # the first's normalizer, new words
+
+
+def test_union_vocabulary_needs_word_level_tokenizers():
+    from nlp_rnn.errors import NlpRnnError
+    from nlp_rnn.tokenization import union_vocabulary
+
+    with pytest.raises(NlpRnnError, match="word-level"):
+        union_vocabulary([make_tokenizer("bpe"), make_tokenizer("bpe")])

@@ -178,6 +178,12 @@ class Task(ABC):
         """The object ``nlp_rnn.load`` returns for this task."""
         raise NlpRnnError(f"{run_dir}: a {self.name} run has no predictor")
 
+    @classmethod
+    def ensemble(cls, members: list[tuple[Task, nn.Module]]) -> tuple[Task, nn.Module]:
+        """One task and one model that read as all ``members`` (trained runs of this task, each with its own
+        tokenizers) together: what ``--ensemble`` loads. The returned model takes the returned task's batches."""
+        raise NlpRnnError(f"the {cls.name} task cannot combine runs into an ensemble")
+
     def predict(self, predictor, texts: list[str], beam_size: int | None = None, n_best: int = 1) -> list[dict]:
         """``nlp-rnn predict``: one JSON-able result per text."""
         raise NlpRnnError(f"a {self.name} run has no predictions to print")

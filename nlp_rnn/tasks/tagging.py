@@ -15,6 +15,7 @@ every other visible character is a token of its own; control characters count as
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -37,10 +38,10 @@ from nlp_rnn.config import Config, DataConfig, _bounded, _choice
 from nlp_rnn.data import DataError
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import autocast
-from nlp_rnn.tagger import SequenceTagger, TagBatch
+from nlp_rnn.tagger import SequenceTagger, TagBatch, TaggerEnsemble
 from nlp_rnn.tasks import register_task
 from nlp_rnn.tasks.base import Task, TrainingData, check_cell
-from nlp_rnn.tokenization import PAD_ID, SPECIAL_TOKENS, UNK, UNK_ID, build_tokenizer
+from nlp_rnn.tokenization import PAD_ID, SPECIAL_TOKENS, UNK, UNK_ID, build_tokenizer, union_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,10 @@ def train_char_tokenizer(words: Sequence[Sequence[str]], config: Config) -> Toke
         tokenizer.normalizer = normalizer
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one token per character
     return tokenizer
+
+
+def _normalizer_spec(tokenizer: Tokenizer) -> str:
+    return json.dumps(json.loads(tokenizer.to_str()).get("normalizer"), sort_keys=True)
 
 
 # -- the task -------------------------------------------------------------------------------------------------
@@ -499,6 +504,39 @@ class TaggingTask(Task):
     def predictor(self, model: nn.Module, run_dir: Path, explain_model: nn.Module | None = None):
         return TaggerPredictor(self, model, run_dir)
 
+    @classmethod
+    def ensemble(cls, members: list[tuple[TaggingTask, nn.Module]]) -> tuple[TaggingTask, nn.Module]:
+        """Taggers of one tag set that split words alike (:class:`TaggerEnsemble`); their vocabularies may differ
+        (word-level tokenizers: the ensemble reads the union). The first run's config is the ensemble's."""
+        first = members[0][0]
+        problems = []
+        for task, _ in members[1:]:
+            name = task.config.data.source
+            if task.tag_names != first.tag_names:
+                problems.append(f"tags {task.tag_names} of a {name} run differ from {first.tag_names}")
+            for what, mine, theirs in (
+                    ("tokenizer.type", first.config.tokenizer.type, task.config.tokenizer.type),
+                    ("model.max_word_length", first.config.model.max_word_length, task.config.model.max_word_length),
+                    ("word normalization", _normalizer_spec(first.tokenizers[0]), _normalizer_spec(task.tokenizers[0])),
+                    ("character normalization", _normalizer_spec(first.tokenizers[1]),
+                     _normalizer_spec(task.tokenizers[1]))):
+                if mine != theirs:
+                    problems.append(f"{what} {theirs} differs from {mine}")
+            if first.config.tokenizer.type != "word" and task.tokenizers[0].to_str() != first.tokenizers[0].to_str():
+                problems.append("subword vocabularies differ (an ensemble of subword taggers needs one tokenizer)")
+        if problems:
+            raise NlpRnnError("these runs cannot form an ensemble: " + "; ".join(dict.fromkeys(problems)))
+        word_tokenizer, word_maps = (union_vocabulary([t.tokenizers[0] for t, _ in members])
+                                     if first.config.tokenizer.type == "word" else
+                                     (first.tokenizers[0], [list(range(first.tokenizers[0].get_vocab_size()))]
+                                      * len(members)))
+        char_tokenizer, char_maps = union_vocabulary([t.tokenizers[1] for t, _ in members])
+        task = cls(first.config, [word_tokenizer, char_tokenizer],
+                   {**first.meta, "vocab_size": word_tokenizer.get_vocab_size(),
+                    "char_vocab_size": char_tokenizer.get_vocab_size(), "ensemble": len(members)})
+        model = TaggerEnsemble([m for _, m in members], torch.tensor(word_maps), torch.tensor(char_maps))
+        return task, model
+
     def predict(self, predictor, texts: list[str], beam_size: int | None = None, n_best: int = 1) -> list[dict]:
         return predictor.tag(texts)
 
@@ -534,21 +572,24 @@ class TaggingTask(Task):
                    if model.get("word_vectors") else "")
         tags = ", ".join(f"`{name}`" for name in self.tag_names)
         scored = "entity spans, as conlleval counts them, via seqeval" if self.scheme == "iob2" else "per token"
+        members = metrics.get("members") or []  # a packed ensemble's
         lines = [
             f"# {self.config.data.source} ({data['tags_column']}): {direction}{model['cell'].upper()}-"
             f"{model['output'].upper() if model['output'] == 'crf' else model['output']} tagger",
             "",
             f"- **Data**: `{self.config.data.source}` (tokens `{data['tokens_column']}`, tags "
             f"`{data['tags_column']}`: {tags}), reported on split `{data['test_split']}`.",
-            f"- **Vocabulary**: {run.vocabulary_sizes(self.tokenizer_files(self.config))[0]:,} words "
+            f"- **Vocabulary**: {self.tokenizers[0].get_vocab_size():,} words "
             f"({config['tokenizer']['type']}-level{', lowercased' if config['tokenizer']['lowercase'] else ''}"
-            f"{vectors}).",
-            f"- **Model**: word embedding {model['embedding_dim']}{chars} -> {model['num_layers']} x {direction}"
+            f"{vectors}{', the union of the members' if members else ''}).",
+            f"- **Model**: {f'{len(members)} runs (mean of their tag probabilities) of: ' if members else ''}"
+            f"word embedding {model['embedding_dim']}{chars} -> {model['num_layers']} x {direction}"
             f"{model['cell']} {model['hidden_size']} -> linear -> {model['output']}; "
-            f"{metrics.get('num_parameters', 0):,} parameters.",
+            f"{metrics.get('num_parameters', 0):,} parameters{' in all' if members else ''}.",
             f"- **Training**: AdamW lr {train['lr']}, {train['schedule']} schedule, batch {train['batch_size']}, "
-            f"up to {train['epochs']} epochs, best epoch {metrics.get('best_epoch')} by validation "
-            f"{metrics.get('metric') or self.config.metric}.",
+            f"up to {train['epochs']} epochs, best {'epochs ' if members else 'epoch '}"
+            f"{', '.join(str(m.get('best_epoch')) for m in members) if members else metrics.get('best_epoch')} "
+            f"by validation {metrics.get('metric') or self.config.metric}.",
             f"- **Scores**: {self.scheme} precision / recall / F1 ({scored}).",
             "",
             "| split | sentences | precision | recall | F1 | token accuracy |",
