@@ -139,15 +139,17 @@ class CellLayer(nn.Module):
         super().__init__()
         self.cell = cell
 
-    def forward(self, inputs: Tensor) -> tuple[Tensor, None]:
-        """(batch, time, input_size) -> ((batch, time, hidden_size), None), like nn.LSTM's return."""
+    def forward(self, inputs: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """(batch, time, input_size) [and a state to start from] -> ((batch, time, hidden_size), the final state),
+        like nn.LSTM's return."""
         projected = self.cell.project_input(inputs)  # (batch, time, *)
-        state = self.cell.initial_state(inputs.size(0), projected)
+        if state is None:
+            state = self.cell.initial_state(inputs.size(0), projected)
         outputs = []
         for step in range(inputs.size(1)):
             output, state = self.cell(projected[:, step], state)
             outputs.append(output)
-        return torch.stack(outputs, dim=1), None  # (batch, time, hidden)
+        return torch.stack(outputs, dim=1), state  # (batch, time, hidden)
 
 
 def make_sequence_layer(cell: str, input_size: int, hidden_size: int) -> nn.Module:

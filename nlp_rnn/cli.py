@@ -277,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quantize", action="store_true", help="run every model with dynamic int8 quantization (CPU)")
     demo.add_argument("--device", default="auto", help=DEVICE_HELP + "; --quantize runs on the CPU")
     demo.set_defaults(run=_demo)
+
+    from nlp_rnn.tasks import TASKS
+
+    for task_class in TASKS.values():  # commands a task brings (generation: generate)
+        task_class.add_commands(commands, [verbose])
     return parser
 
 

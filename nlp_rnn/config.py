@@ -98,7 +98,7 @@ def describe_source(dataset: str, data_files: dict[str, Any] | None) -> str:
 class TokenizerConfig:
     """A Hugging Face ``tokenizers`` model trained on the training split only."""
 
-    type: str = _choice("word", "word", "bpe", "wordpiece", "unigram")
+    type: str = _choice("word", "word", "bpe", "wordpiece", "unigram", "char")  # char: every character a token
     vocab_size: int = _bounded(30000, 8)
     min_frequency: int = _bounded(2, 1)
     lowercase: bool = True

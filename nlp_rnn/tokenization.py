@@ -28,7 +28,8 @@ def _normalizer(config: TokenizerConfig) -> normalizers.Normalizer:
         steps.append(getattr(normalizers, config.normalization.upper())())
     if config.lowercase:
         steps.append(normalizers.Lowercase())
-    steps.append(normalizers.Strip())
+    if config.type != "char":  # a character model writes the spaces and newlines too
+        steps.append(normalizers.Strip())
     return normalizers.Sequence(steps)
 
 
@@ -49,6 +50,11 @@ def build_tokenizer(config: TokenizerConfig) -> tuple[Tokenizer, trainers.Traine
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
         tokenizer.decoder = decoders.Metaspace()
         trainer = trainers.BpeTrainer(min_frequency=config.min_frequency, **common)
+    elif config.type == "char":  # every character (spaces and newlines too) is a token: text generation
+        tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        tokenizer.decoder = decoders.Fuse()
+        trainer = trainers.WordLevelTrainer(min_frequency=config.min_frequency, **common)
     elif config.type == "unigram":
         tokenizer = Tokenizer(models.Unigram())
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()

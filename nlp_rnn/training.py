@@ -223,6 +223,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "progress": dict(self.progress),
             "rng": rng,
+            "task": self.task.training_state(),
         }
         self.folder.save_state(state)
 
@@ -231,6 +232,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = dict(state["progress"])
+        self.task.restore_training_state(state.get("task"))
         saved = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # a dict: one process (older runs)
         rank, world = self.dist.rank, self.dist.world_size
         if len(saved) != world and self.dist.is_main:

@@ -91,9 +91,14 @@ def test_cell_layer_equals_stepping_by_hand(cell_class):
         for step in range(STEPS):
             output, state = cell(cell.project_input(inputs[:, step]), state)
             expected.append(output)
-    assert extra is None
+    for final, by_hand in zip(extra, state, strict=True):  # the final state, as nn.LSTM returns it
+        torch.testing.assert_close(final, by_hand)
     assert outputs.shape == (BATCH, STEPS, HIDDEN)
     torch.testing.assert_close(outputs, torch.stack(expected, dim=1))
+    with torch.no_grad():  # from a given state: the second half continues the first
+        first, middle = layer(inputs[:, :3])
+        second, _ = layer(inputs[:, 3:], middle)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), outputs)
 
 
 def test_registered_cell_drives_the_encoder(registry):

@@ -104,14 +104,18 @@ class Task(ABC):
         return task, TrainingData(task.encode_training(splits.train), task.encode(splits.validation))
 
     @classmethod
-    @abstractmethod
     def train_tokenizers(cls, config: Config, train: datasets.Dataset) -> list[Tokenizer]:
-        """Tokenizers trained on the training split only."""
+        """Tokenizers trained on the training split only: by default one, on ``data.text_column``."""
+        from nlp_rnn.tokenization import train_tokenizer
+
+        return [train_tokenizer(train[config.data.text_column], config.tokenizer)]
 
     @classmethod
     def metadata_from(cls, config: Config, tokenizers: list[Tokenizer], label_names: list[str]) -> dict[str, Any]:
-        """The metadata saved beside the weights (safetensors), from which ``nlp_rnn.load`` rebuilds the model."""
-        return {"task": cls.name, "vocab_size": tokenizers[0].get_vocab_size()}
+        """The metadata saved beside the weights (safetensors), from which ``nlp_rnn.load`` rebuilds the model:
+        the vocabulary size, and the class names when the task reads a label column."""
+        labels = {"labels": list(label_names)} if cls.label_column(config.data) else {}
+        return {"task": cls.name, **labels, "vocab_size": tokenizers[0].get_vocab_size()}
 
     def metadata(self) -> dict[str, Any]:
         return dict(self.meta)
@@ -161,6 +165,15 @@ class Task(ABC):
     def forward(self, model: nn.Module, batch, step: int, total_steps: int) -> tuple[torch.Tensor, int, int]:
         """One training forward pass: loss, correct predictions, predictions made."""
 
+    def training_state(self) -> Any:
+        """What the task carries from step to step in training (generation: the hidden state between chunks),
+        saved with each checkpoint so a resumed run continues exactly; None by default."""
+        return None
+
+    def restore_training_state(self, state: Any) -> None:
+        """Take back what :meth:`training_state` gave (None when the checkpoint has nothing of the task's)."""
+        return None
+
     @abstractmethod
     def evaluate(self, model: nn.Module, data: Any, device: torch.device, batch_size: int,
                  beam_size: int | None = None) -> dict[str, Any]:
@@ -170,6 +183,13 @@ class Task(ABC):
     def after_training(self, model: nn.Module, run: ckpt.RunFolder, device: torch.device,
                        validation: Any = None) -> None:
         """Extra files from the best weights (e.g. attention plots); nothing by default."""
+        return None
+
+    @classmethod
+    def add_commands(cls, commands, parents: list) -> None:
+        """Subcommands of ``nlp-rnn`` that this task brings (``generate``): ``commands`` is the CLI's
+        ``add_subparsers`` object and ``parents`` the parsers every command inherits. Each sets ``run``, a function
+        of the parsed arguments that returns the exit status. None by default."""
         return None
 
     # -- using a trained model ---------------------------------------------------------------------------

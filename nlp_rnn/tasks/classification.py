@@ -19,7 +19,7 @@ from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import evaluate_classifier, predict_logits
 from nlp_rnn.tasks import register_task
 from nlp_rnn.tasks.base import Task, check_cell, has_text
-from nlp_rnn.tokenization import PAD_ID, encode_texts, require_tokens, train_tokenizer, truncate
+from nlp_rnn.tokenization import PAD_ID, encode_texts, require_tokens, truncate
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +147,6 @@ class ClassificationTask(Task):
     @classmethod
     def label_column(cls, data: DataConfig) -> str | None:
         return data.label_column
-
-    @classmethod
-    def train_tokenizers(cls, config: Config, train: datasets.Dataset) -> list[Tokenizer]:
-        return [train_tokenizer(train[config.data.text_column], config.tokenizer)]
-
-    @classmethod
-    def metadata_from(cls, config: Config, tokenizers: list[Tokenizer], label_names: list[str]) -> dict[str, Any]:
-        return {"task": cls.name, "labels": list(label_names), "vocab_size": tokenizers[0].get_vocab_size()}
 
     @property
     def tokenizer(self) -> Tokenizer:

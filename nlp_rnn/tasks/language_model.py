@@ -21,7 +21,7 @@ from nlp_rnn.evaluation import autocast
 from nlp_rnn.language_model import BidirectionalLM
 from nlp_rnn.tasks import register_task
 from nlp_rnn.tasks.base import Task, check_cell
-from nlp_rnn.tokenization import PAD_ID, encode_texts, train_tokenizer
+from nlp_rnn.tokenization import PAD_ID, encode_texts
 
 
 @register_task("language_model")
@@ -48,10 +48,6 @@ class LanguageModelTask(Task):
     @classmethod
     def columns(cls, data: DataConfig) -> tuple[str, ...]:
         return (data.text_column,)
-
-    @classmethod
-    def train_tokenizers(cls, config: Config, train: datasets.Dataset) -> list[Tokenizer]:
-        return [train_tokenizer(train[config.data.text_column], config.tokenizer)]
 
     @property
     def tokenizer(self) -> Tokenizer:

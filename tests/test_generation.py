@@ -1,0 +1,209 @@
+"""Generation: the samplers on hand-made distributions, a tiny character model that learns a synthetic pattern and
+writes it with greedy decoding, reproducible and batch-independent sampling, label conditioning, the CLI, bad
+requests as one-line errors or notices."""
+
+import json
+import random
+
+import pytest
+import torch
+import yaml
+
+import nlp_rnn
+from nlp_rnn.cli import main
+from nlp_rnn.config import load_config
+from nlp_rnn.errors import NlpRnnError
+from nlp_rnn.sampling import (
+    check_sampling,
+    next_tokens,
+    penalize_repetition,
+    row_generators,
+    top_k_filter,
+    top_p_filter,
+)
+from tests.test_cli import assert_one_line_error, run_cli
+from tests.tiny import assert_resumed_run_matches
+
+# -- sampling ----------------------------------------------------------------------------------------------------
+
+
+def test_top_p_keeps_the_smallest_set_that_reaches_p():
+    probabilities = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]])
+    logits = probabilities.log()
+    kept = lambda p: torch.isfinite(top_p_filter(logits, p))[0].tolist()  # noqa: E731
+    assert kept(0.5) == [True, False, False, False, False]  # 0.5 reaches 0.5
+    assert kept(0.6) == [True, True, False, False, False]  # 0.7 >= 0.6, 0.5 is not
+    assert kept(0.85) == [True, True, True, False, False]  # exactly 0.85
+    assert kept(0.86) == [True, True, True, True, False]
+    assert kept(0.01) == [True, False, False, False, False]  # the top token always
+    assert kept(1.0) == [True] * 5
+    shuffled = logits[:, [3, 0, 4, 2, 1]]  # the order of the vocabulary does not matter
+    assert torch.isfinite(top_p_filter(shuffled, 0.6))[0].tolist() == [False, True, False, False, True]
+
+
+def test_top_k_temperature_and_penalty():
+    logits = torch.tensor([[2.0, -1.0, 3.0, 0.5], [0.0, 1.0, -2.0, 4.0]])
+    assert torch.isfinite(top_k_filter(logits, 2)).tolist() == [[True, False, True, False], [False, True, False, True]]
+    greedy = next_tokens(logits, None)
+    assert greedy.tolist() == [2, 3]
+    assert next_tokens(logits, row_generators(0, 2), top_k=1).tolist() == greedy.tolist()  # top-k 1 = greedy
+    for seed in range(20):  # temperature -> 0 = greedy
+        assert next_tokens(logits, row_generators(seed, 2), temperature=1e-4).tolist() == greedy.tolist()
+    seen = torch.tensor([[True, True, False, False], [False, False, False, False]])
+    penalized = penalize_repetition(logits, seen, 2.0)
+    assert penalized.tolist() == [[1.0, -2.0, 3.0, 0.5], [0.0, 1.0, -2.0, 4.0]]  # positive / 2, negative * 2
+
+
+def test_one_row_samples_alike_in_any_batch():
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
+    together = next_tokens(logits, row_generators(7, 3))
+    alone = [next_tokens(logits[i : i + 1], [torch.Generator().manual_seed(7 + i)]).item() for i in range(3)]
+    assert together.tolist() == alone
+
+
+@pytest.mark.parametrize("settings, message", [((0.0, None, None, 1.0), "temperature must be > 0"),
+                                               ((-1.0, None, None, 1.0), "temperature must be > 0"),
+                                               ((1.0, 0, None, 1.0), "top_k must be >= 1"),
+                                               ((1.0, None, 0.0, 1.0), "top_p must be in (0, 1]"),
+                                               ((1.0, None, 1.5, 1.0), "top_p must be in (0, 1]"),
+                                               ((1.0, None, None, 0.5), "repetition_penalty")])
+def test_bad_sampling_settings_are_errors(settings, message):
+    with pytest.raises(NlpRnnError, match=message.replace("(", r"\(").replace("]", r"\]")):
+        check_sampling(*settings)
+
+
+# -- a tiny model --------------------------------------------------------------------------------------------------
+
+SENTENCES = ["the cat sat on the mat.", "a dog ran to the park.", "the bird sang."]
+
+
+def write_texts(folder, labelled: bool = False) -> None:
+    """Texts of three sentences in random order; labelled: label 1 texts say "good", label 0 texts "bad"."""
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, count in (("train", 200), ("validation", 30), ("test", 30)):
+        rows = []
+        for _ in range(count):
+            if labelled:
+                label = rng.randint(0, 1)
+                rows.append({"text": " ".join(["good" if label else "bad"] * rng.randint(2, 5)) + ".", "label": label})
+            else:
+                rows.append({"text": " ".join(rng.choice(SENTENCES) for _ in range(rng.randint(3, 8)))})
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def write_config(folder, data: dict | None = None, model: dict | None = None, epochs: int = 8) -> str:
+    values = {
+        "task": "generation",
+        "data": {"dataset": str(folder / "data"), "validation_split": "validation", "bptt": 32, **(data or {})},
+        "tokenizer": {"type": "char", "lowercase": False, "normalization": "none", "strip_html": False,
+                      "min_frequency": 1},
+        "model": {"embedding_dim": 16, "hidden_size": 48, "num_layers": 1, "dropout": 0.0, **(model or {})},
+        "train": {"epochs": epochs, "batch_size": 8, "lr": 0.01, "num_threads": 1, "progress": False,
+                  "schedule": "constant", "patience": None},
+    }
+    path = folder / "generation.yaml"
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def text_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("generation")
+    write_texts(folder / "data")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_writer(text_folder):
+    run_dir = text_folder / "run"
+    assert main(["train", write_config(text_folder), "--out", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_the_tiny_model_writes_the_pattern_greedily(tiny_writer, capsys):
+    writer = nlp_rnn.load(tiny_writer)
+    (result,) = writer.generate(["the c"], greedy=True, max_new_tokens=40)
+    assert result["text"] == "at sat on the mat. the cat sat on the ma"
+    assert result["stopped"] == "length" and result["tokens"] == 40
+    assert main(["evaluate", str(tiny_writer), "--split", "test", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["bpc"] == pytest.approx(report["loss"] / 0.693147, rel=1e-4) and report["bpc"] < 0.5
+
+
+@pytest.mark.slow
+def test_sampling_is_reproducible_batch_independent_and_streams_the_same_text(tiny_writer):
+    writer = nlp_rnn.load(tiny_writer)
+    options = {"max_new_tokens": 60, "temperature": 1.5, "top_p": 0.95, "seed": 11}
+    first = writer.generate(["the ", "a d"], num_samples=2, **options)
+    assert first == writer.generate(["the ", "a d"], num_samples=2, **options)  # a fixed seed: the same samples
+    assert len({r["text"] for r in first}) > 1
+    for row, result in enumerate(first):  # each row alone, with its own seed, gives what the batch gave it
+        alone = writer.generate([result["prompt"]], **{**options, "seed": 11 + row})
+        assert alone[0]["text"] == result["text"]
+        assert "".join(writer.stream(result["prompt"], **{**options, "seed": 11 + row})) == result["text"]
+    assert writer.generate(["the c"], top_k=1, seed=3, max_new_tokens=30)[0]["text"] == \
+        writer.generate(["the c"], greedy=True, max_new_tokens=30)[0]["text"]
+
+
+@pytest.mark.slow
+def test_generation_always_stops_and_bad_requests_get_notices(tiny_writer, caplog):
+    writer = nlp_rnn.load(tiny_writer)
+    (empty,) = writer.generate([""], seed=0, max_new_tokens=20)  # from the start token
+    assert empty["tokens"] <= 20 and empty["notices"] == []
+    (capped,) = writer.generate(["the"], greedy=True, max_new_tokens=10**9, stop=" mat.")
+    assert capped["notices"] == ["max_new_tokens 1000000000 capped to 5000"] and capped["stopped"] == "stop"
+    assert " mat." not in capped["text"] and capped["text"].endswith("sat on the")
+    (unknown,) = writer.generate(["the cat 😀 Zq"], greedy=True, max_new_tokens=5)
+    assert "the model does not know" in unknown["notices"][0] and "😀" in unknown["notices"][0]
+    long_prompt = "the cat sat on the mat. " * 40
+    (cut,) = writer.generate([long_prompt], greedy=True, max_new_tokens=5)
+    assert any("only its last 400 were read" in n for n in cut["notices"])
+    for request, message in (({"temperature": 0}, "temperature must be > 0"), ({"top_p": 2.0}, "top_p"),
+                             ({"label": "pos"}, "not conditioned"), ({"max_new_tokens": 0}, "max_new_tokens")):
+        with pytest.raises(NlpRnnError, match=message):
+            writer.generate(["the"], **request)
+
+
+@pytest.mark.slow
+def test_generate_command_streams_and_prints_json(tiny_writer):
+    result = run_cli("generate", str(tiny_writer), "--prompt", "the c", "--greedy", "--max-new-tokens", "20")
+    assert result.returncode == 0 and result.stdout.decode() == "the cat sat on the mat. t\n"
+    result = run_cli("generate", str(tiny_writer), "--num-samples", "2", "--seed", "5", "--json",
+                     "--max-new-tokens", "30")
+    rows = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [r["seed"] for r in rows] == [5, 6] and all(r["prompt"] == "" for r in rows)
+    streamed = run_cli("generate", str(tiny_writer), "--num-samples", "2", "--seed", "5", "--max-new-tokens", "30")
+    assert streamed.stdout.decode() == rows[0]["text"] + "\n\n" + rows[1]["text"] + "\n"
+    assert_one_line_error(run_cli("generate", str(tiny_writer), "--temperature", "0"), "temperature must be > 0")
+    assert_one_line_error(run_cli("generate", str(tiny_writer), "--top-p", "1.5"), "top_p must be in (0, 1]")
+    capped = run_cli("generate", str(tiny_writer), "--greedy", "--max-new-tokens", "999999", "--stop", ".")
+    assert capped.returncode == 0 and "note: max_new_tokens 999999 capped to 5000" in capped.stderr.decode()
+
+
+@pytest.mark.slow
+def test_a_conditioned_model_writes_the_requested_label(tmp_path):
+    write_texts(tmp_path / "data", labelled=True)
+    config = write_config(tmp_path, {"stream": False, "label_column": "label"}, epochs=6)
+    assert main(["train", config, "--out", str(tmp_path / "run")]) == 0
+    writer = nlp_rnn.load(tmp_path / "run")
+    assert writer.labels == ["0", "1"]
+    good = writer.generate([""], label="1", num_samples=5, seed=0, temperature=0.7)
+    bad = writer.generate([""], label="0", num_samples=5, seed=0, temperature=0.7)
+    assert all("good" in r["text"] and "bad" not in r["text"] and r["stopped"] == "end" for r in good), good
+    assert all("bad" in r["text"] and "good" not in r["text"] for r in bad), bad
+    with pytest.raises(NlpRnnError, match="unknown label 'maybe'; this model writes: 0, 1"):
+        writer.generate([""], label="maybe")
+
+
+@pytest.mark.slow
+def test_streamed_training_resumes_to_the_same_weights(tmp_path, text_folder):
+    config = load_config(write_config(text_folder, epochs=2))
+    assert_resumed_run_matches(config, tmp_path, stop_at=7)  # mid epoch: the carried state is in the checkpoint
+
+
+def test_conditioning_a_stream_is_a_config_error(tmp_path):
+    write_texts(tmp_path / "data", labelled=True)
+    with pytest.raises(Exception, match="data.label_column: conditioning needs one row per text"):
+        load_config(write_config(tmp_path, {"label_column": "label"}))
