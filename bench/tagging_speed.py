@@ -15,34 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from machine import cpu  # bench/machine.py (bench/ is the script's folder)
 
 import nlp_rnn
 from nlp_rnn import runtime
 from nlp_rnn.config import load_config
 from nlp_rnn.data import load_eval_split
 from nlp_rnn.tasks import get_task
-
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
-
-
-def cpu() -> str:
-    """The CPU model and which of the vector extensions that matter here it has."""
-    model, flags = "", set()
-    info = Path("/proc/cpuinfo")
-    for line in info.read_text().splitlines() if info.is_file() else []:
-        if line.startswith("model name") and not model:
-            model = line.split(":", 1)[1].strip()
-        if line.startswith("flags") and not flags:
-            flags = set(line.split(":", 1)[1].split())
-    model = model or platform.processor() or platform.machine()
-    return f"{model}; flags: {' '.join(f for f in FLAGS if f in flags) or 'none of ' + ', '.join(FLAGS)}"
 
 
 def training_speed(config_path: str, steps: int) -> dict[str, float]:
@@ -102,14 +87,14 @@ def main() -> None:
     parser.add_argument("--run", default="demo/models/ner-conll2003")
     parser.add_argument("--config", default="configs/tagging/conll2003_ner.yaml")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for training and batches (0: default)")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=300, help="training steps to time (0: tagging only)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"CPU: {cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
-    result = {"cpu": cpu(), "threads": torch.get_num_threads(), **training_speed(args.config, args.steps),
-              **tagging_speed(args.run)}
+    result = {"cpu": cpu(), "threads": torch.get_num_threads(),
+              **(training_speed(args.config, args.steps) if args.steps else {}), **tagging_speed(args.run)}
     for key, value in result.items():
         print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
     if args.json:
