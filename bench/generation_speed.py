@@ -16,42 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
+from machine import cpu, training_speed  # bench/machine.py (bench/ is the script's folder)
 
 import nlp_rnn
-from nlp_rnn import runtime
 from nlp_rnn.config import load_config
-from nlp_rnn.tasks import get_task
-
-from machine import cpu  # bench/machine.py (bench/ is the script's folder)
 
 
-def training_speed(config_path: str, overrides: list[str], steps: int) -> dict[str, float]:
+def training(config_path: str, overrides: list[str], steps: int) -> dict[str, float]:
     config = load_config(config_path, ["train.progress=false", *overrides])
-    if config.train.keep_freed_memory:
-        runtime.keep_freed_memory()  # as nlp-rnn train does on a CPU
-    task, data = get_task(config.task).for_training(config)
-    torch.manual_seed(0)
-    model = task.build_model().train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
-    batches = task.sampler(data.train, replace(config.train)).batches()
-    tokens, seconds = 0, 0.0
-    for index in range(5 + steps):
-        batch = task.collate([data.train[i] for i in batches[index % len(batches)]])
-        started = time.perf_counter()
-        loss, _, _ = task.forward(model, batch, index, steps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm or float("inf"))
-        optimizer.step()
-        if index >= 5:
-            seconds += time.perf_counter() - started
-            tokens += batch.num_tokens
-    return {"train_tokens_per_second": tokens / seconds, "train_steps": steps, "batch_size": config.train.batch_size,
-            "bptt": config.data.bptt, "parameters": sum(p.numel() for p in model.parameters())}
+    return {**training_speed(config, steps, warmup=5), "bptt": config.data.bptt}
 
 
 def writing_speed(run: str, prompt: str, new_tokens: int = 300) -> dict[str, float]:
@@ -83,7 +59,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"CPU: {cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     result = {"cpu": cpu(), "threads": torch.get_num_threads(), "config": args.config, "overrides": args.set,
-              **training_speed(args.config, args.set, args.steps)}
+              **training(args.config, args.set, args.steps)}
     if args.run:
         result.update(run=args.run, **writing_speed(args.run, args.prompt))
     for key, value in result.items():

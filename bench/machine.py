@@ -1,9 +1,10 @@
-"""What every benchmark prints first: the CPU model and the vector extensions that matter here (figures from
-different CPUs are not comparable)."""
+"""What the benchmarks share: the CPU line every one prints first (the model and the vector extensions that matter
+here; figures from different CPUs are not comparable) and the timing of training steps."""
 
 from __future__ import annotations
 
 import platform
+import time
 from pathlib import Path
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
@@ -20,3 +21,36 @@ def cpu() -> str:
             flags = set(line.split(":", 1)[1].split())
     model = model or platform.processor() or platform.machine()
     return f"{model}; flags: {' '.join(f for f in FLAGS if f in flags) or 'none of ' + ', '.join(FLAGS)}"
+
+
+def training_speed(config, steps: int, warmup: int) -> dict:
+    """Tokens/s of ``steps`` optimizer steps (after ``warmup``) of ``config``'s model on its real training batches,
+    in the sampler's order, through the task's own forward (what ``nlp-rnn train`` runs, without validation)."""
+    from dataclasses import replace
+
+    import torch
+
+    from nlp_rnn import runtime
+    from nlp_rnn.tasks import get_task
+
+    if config.train.keep_freed_memory:
+        runtime.keep_freed_memory()  # as nlp-rnn train does on a CPU
+    task, data = get_task(config.task).for_training(config)
+    torch.manual_seed(0)
+    model = task.build_model().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
+    batches = task.sampler(data.train, replace(config.train)).batches()
+    tokens, seconds = 0, 0.0
+    for index in range(warmup + steps):
+        batch = task.collate([data.train[i] for i in batches[index % len(batches)]])
+        started = time.perf_counter()
+        loss, _, _ = task.forward(model, batch, index, steps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm or float("inf"))
+        optimizer.step()
+        if index >= warmup:
+            seconds += time.perf_counter() - started
+            tokens += batch.num_tokens
+    return {"train_tokens_per_second": tokens / seconds, "train_steps": steps, "batch_size": config.train.batch_size,
+            "parameters": sum(p.numel() for p in model.parameters())}

@@ -17,43 +17,19 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
-from machine import cpu  # bench/machine.py (bench/ is the script's folder)
+from machine import cpu, training_speed  # bench/machine.py (bench/ is the script's folder)
 
 import nlp_rnn
-from nlp_rnn import runtime
 from nlp_rnn.config import load_config
 from nlp_rnn.data import load_eval_split
-from nlp_rnn.tasks import get_task
 
 
-def training_speed(config_path: str, steps: int) -> dict[str, float]:
+def training(config_path: str, steps: int) -> dict[str, float]:
     config = load_config(config_path, ["model.word_vectors=null", "train.progress=false"])
-    if config.train.keep_freed_memory:
-        runtime.keep_freed_memory()  # as nlp-rnn train does on a CPU
-    task, data = get_task(config.task).for_training(config)
-    torch.manual_seed(0)
-    model = task.build_model().train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
-    sampler = task.sampler(data.train, replace(config.train))
-    batches = sampler.batches()
-    tokens, seconds = 0, 0.0
-    for index in range(20 + steps):
-        batch = task.collate([data.train[i] for i in batches[index % len(batches)]])
-        started = time.perf_counter()
-        loss, _, _ = task.forward(model, batch, index, steps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm or float("inf"))
-        optimizer.step()
-        if index >= 20:
-            seconds += time.perf_counter() - started
-            tokens += batch.num_tokens
-    return {"train_tokens_per_second": tokens / seconds, "train_steps": steps,
-            "batch_size": config.train.batch_size}
+    return training_speed(config, steps, warmup=20)
 
 
 def tagging_speed(run: str) -> dict[str, float]:
@@ -94,7 +70,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"CPU: {cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     result = {"cpu": cpu(), "threads": torch.get_num_threads(),
-              **(training_speed(args.config, args.steps) if args.steps else {}), **tagging_speed(args.run)}
+              **(training(args.config, args.steps) if args.steps else {}), **tagging_speed(args.run)}
     for key, value in result.items():
         print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
     if args.json:
