@@ -377,13 +377,17 @@ def load_splits(config: DataConfig, task: TaskData, label_names: list[str] | Non
 
 def load_eval_split(config: DataConfig, split: str, task: TaskData,
                     max_examples: int | None = None, label_names: list[str] | None = None) -> datasets.Dataset:
-    """One named split for evaluation: ``train``, ``validation``, ``test`` (as carved for training) or any other.
+    """One named split for evaluation: ``train``, ``validation``, ``test`` (as carved for training) or any other;
+    several joined by ``+`` (``validation+test``).
 
     The whole split, whatever ``max_train_examples`` / ``max_eval_examples`` limited during training; with
     ``max_examples``, a fixed random sample of that many (the same rows every time). Classification labels are
     encoded with ``label_names`` (the model's) when given, else with the training split's."""
     if max_examples is not None and max_examples < 1:
         raise DataError(f"--max-examples {max_examples}: must be at least 1")
+    if "+" in split:  # several joined, in order, as data.train_split writes it ("validation+test")
+        return datasets.concatenate_datasets([load_eval_split(config, part, task, max_examples, label_names)
+                                              for part in split.split("+")])
     config = replace(config, max_train_examples=max_examples, max_eval_examples=max_examples)
     if split not in ("train", "validation", "test"):
         raw = _load(config.dataset, config.config_name, config.data_files)

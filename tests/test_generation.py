@@ -130,6 +130,9 @@ def test_the_tiny_model_writes_the_pattern_greedily(tiny_writer, capsys):
     assert main(["evaluate", str(tiny_writer), "--split", "test", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert report["bpc"] == pytest.approx(report["loss"] / 0.693147, rel=1e-4) and report["bpc"] < 0.5
+    assert main(["evaluate", str(tiny_writer), "--split", "validation+test", "--json"]) == 0  # joined, in order
+    joined = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["num_tokens"] < joined["num_tokens"] <= 2 * report["num_tokens"] + 256
 
 
 @pytest.mark.slow
