@@ -1,7 +1,7 @@
 """The web demo's script, for Gradio and Hugging Face Spaces; the app itself is ``nlp_rnn.demo``.
 
-    python demo/app.py [--sentiment DIR] [--translation DIR] [--entities DIR] [--host H] [--port P] [--quantize]
-                       [--device D]
+    python demo/app.py [--sentiment DIR] [--translation DIR] [--entities DIR] [--generate DIR,DIR] [--host H]
+                       [--port P] [--quantize] [--device D]
 
 Serves the models in ``models/`` beside this file unless other run folders are given, so a copy of this folder
 (this file and ``models/``) serves wherever nlp-rnn is installed.

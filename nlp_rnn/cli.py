@@ -168,7 +168,7 @@ def _demo(args: argparse.Namespace) -> int:
     device = "cpu" if args.quantize and args.device == "auto" else str(select_device(args.device))
     try:
         demo.main(host=args.host, port=args.port, quantize=args.quantize, device=device, sentiment=args.sentiment,
-                  translation=args.translation, entities=args.entities)
+                  translation=args.translation, entities=args.entities, generate=args.generate)
     except OSError as err:  # e.g. the port is taken
         raise NlpRnnError(f"cannot serve the demo on {args.host}:{args.port}: {err}") from None
     return 0
@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "demo/models/translate-de-en; required when nlp-rnn is installed without one)")
     demo.add_argument("--entities", default=None, help="tagging (named-entity) run folder (default in a source "
                       "checkout: demo/models/ner-conll2003; required when nlp-rnn is installed without one)")
+    demo.add_argument("--generate", default=None, metavar="DIR[,DIR]", help="generation run folders, comma-separated "
+                      "(default in a source checkout: demo/models/shakespeare-char,demo/models/reviews-imdb; "
+                      "required when nlp-rnn is installed without them)")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=7860)
     demo.add_argument("--quantize", action="store_true", help="run every model with dynamic int8 quantization (CPU)")

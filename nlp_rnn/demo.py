@@ -1,6 +1,7 @@
 """The nlp-rnn web demo (Gradio). Plain functions first, the UI after, launch only when run as a script.
 
-    nlp-rnn demo [--sentiment DIR] [--translation DIR] [--entities DIR] [--host H] [--port P]   # or: python demo/app.py
+    nlp-rnn demo [--sentiment DIR] [--translation DIR] [--entities DIR] [--generate DIR,DIR] [--host H] [--port P]
+    python demo/app.py [the same options]
 
 One tab per task (``TABS``: task name -> tab), each serving one run folder. The models are loaded once, through
 the public API (``nlp_rnn.load``), and shared by every request; their predictors are safe to call from several
@@ -38,6 +39,8 @@ MAX_REVIEW_CHARS = 5000
 MAX_SOURCE_CHARS = 1000
 MAX_NEWS_CHARS = 5000
 MAX_BEAM = 10
+MAX_PROMPT_CHARS = 1000
+MAX_WRITE_TOKENS = 600  # the slider's end: a page of text streams in a few seconds
 CONCURRENCY = 2  # model calls at once, all tabs together: the machines we size for have 2 cores
 QUEUE_SIZE = 256  # waiting requests beyond this are refused with a message
 
@@ -60,6 +63,10 @@ ENTITY_EXAMPLES = [  # newswire style, as CoNLL-2003's Reuters sentences are wri
     "Manchester United beat Juventus 2-1 at Old Trafford on Wednesday .",
     "Microsoft Corp. shares rose 3 percent in New York after the company reported record profits .",
 ]
+WRITING_EXAMPLES = {  # per shipped model: prompts in its style
+    "shakespeare-char": ["ROMEO:\n", "KING RICHARD III:\nNow is the", "First Citizen:\nWe are"],
+    "reviews-imdb": ["This movie", "I went in expecting", "The acting in this film"],
+}
 # CoNLL-2003's entity types: their meaning (shown in the tab) and colour; a tagger with other types gets PALETTE's.
 ENTITY_TYPES = {
     "PER": ("person", "#f4a261"),
@@ -141,6 +148,26 @@ def translate(predictor, text: str, search: str = "beam", beam_size: int = 5, n_
     if result["truncated"]:
         notice = " ".join(filter(None, [notice, "The sentence was cut to the model's maximum input length."]))
     return result["translation"], rows, figure, notice
+
+
+def write(writers: dict, model: str, prompt: str, label: str | None = None, temperature: float = 0.8,
+          top_k: int = 0, top_p: float = 0.95, max_tokens: int = 300, seed: int = 0):
+    """Stream a continuation of ``prompt`` by the writer named ``model``: yields (the text so far, notice); top_k 0
+    means no top-k. The same seed and settings give the same text."""
+    writer = writers[model]
+    prompt, notice = clean(prompt, MAX_PROMPT_CHARS)
+    notices: list[str] = []
+    text = prompt
+    options = {"label": (label or None) if writer.labels else None, "temperature": float(temperature),
+               "top_k": int(top_k) or None, "top_p": float(top_p),
+               "max_new_tokens": max(1, min(int(max_tokens), MAX_WRITE_TOKENS)), "seed": int(seed)}
+    try:
+        for piece in writer.stream(prompt, notices=notices, **options):
+            text += piece
+            yield text, notice
+    except nlp_rnn.NlpRnnError as err:
+        raise gr.Error(str(err)) from None
+    yield text, " ".join(n for n in [notice, *(f"{n[0].upper()}{n[1:]}." for n in notices)] if n)
 
 
 def model_card(predictor) -> str:
@@ -266,26 +293,73 @@ def entities_tab(tagger) -> None:
     news.submit(lambda text: find_entities(tagger, text), news, outputs, api_name=False, concurrency_id="model")
 
 
+def generate_tab(writers: dict) -> None:
+    """``writers``: shipped folder name (or run folder name) -> generation predictor; the first is shown first."""
+    names = list(writers)
+    first = writers[names[0]]
+    with gr.Row():
+        with gr.Column():
+            model = gr.Radio(names, value=names[0], label="Model", elem_id="writer")
+            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt",
+                                value=WRITING_EXAMPLES.get(names[0], [""])[0],
+                                info=f"Up to {MAX_PROMPT_CHARS:,} characters; empty: a new text from its start.")
+            label = gr.Dropdown(first.labels, value=first.labels[-1] if first.labels else None, label="Label",
+                                visible=bool(first.labels), elem_id="write-label",
+                                info="What to write (a model trained with a label column).")
+            with gr.Row():
+                temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="Temperature")
+                top_k = gr.Slider(0, 100, value=0, step=1, label="Top-k (0: off)")
+                top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p")
+            with gr.Row():
+                max_tokens = gr.Slider(1, MAX_WRITE_TOKENS, value=300, step=1, label="New tokens at most")
+                seed = gr.Number(value=0, precision=0, label="Seed (same seed, same text)", elem_id="seed")
+            write_button = gr.Button("Write", variant="primary", elem_id="write")
+            examples = [[name, example] for name in names for example in WRITING_EXAMPLES.get(name, [])]
+            if examples:
+                gr.Examples(examples, inputs=[model, prompt])
+        with gr.Column():
+            text = gr.Textbox(label="Text (streams in as it is written)", lines=18, interactive=False,
+                              elem_id="written")
+            write_notice = gr.Markdown(elem_id="write-notice")
+
+    def choose(name):
+        labels = writers[name].labels
+        return gr.update(choices=labels, value=labels[-1] if labels else None, visible=bool(labels))
+
+    model.change(choose, model, label, api_name=False)
+    inputs = [model, prompt, label, temperature, top_k, top_p, max_tokens, seed]
+    write_button.click(lambda *args: (yield from write(writers, *args)), inputs, [text, write_notice],
+                       api_name="write", concurrency_id="model")
+
+
 @dataclass(frozen=True)
 class Tab:
     title: str
     option: str  # the run folder's option: ``--sentiment DIR`` on the command line, ``sentiment=DIR`` in Python
-    model: str  # the shipped model's folder name in MODELS
-    build: Callable[[object], None]  # builds the tab's components around the loaded predictor
+    models: tuple[str, ...]  # the shipped models' folder names in MODELS
+    # builds the tab's components around the loaded predictor (a tab of several models: folder name -> predictor)
+    build: Callable[[object], None]
+
+    @property
+    def several(self) -> bool:
+        """A tab of several models: its option takes a list of folders (comma-separated on the command line)."""
+        return len(self.models) > 1
 
 
 # task name -> its tab, in the page's order. A new task's tab is one entry here (and its option in cli.py).
 TABS = {
-    "classification": Tab("Sentiment", "sentiment", "sentiment-imdb", sentiment_tab),
-    "translation": Tab("Translate", "translation", "translate-de-en", translate_tab),
-    "tagging": Tab("Entities", "entities", "ner-conll2003", entities_tab),
+    "classification": Tab("Sentiment", "sentiment", ("sentiment-imdb",), sentiment_tab),
+    "translation": Tab("Translate", "translation", ("translate-de-en",), translate_tab),
+    "tagging": Tab("Entities", "entities", ("ner-conll2003",), entities_tab),
+    "generation": Tab("Generate", "generate", ("shakespeare-char", "reviews-imdb"), generate_tab),
 }
 
 
-def model_dirs(**folders: str | Path | None) -> dict[str, Path]:
-    """task name -> the run folder to serve on its tab: the one given by the tab's option (``sentiment=``,
-    ``translation=``, ``entities=``), else the shipped one in ``MODELS`` (a source checkout's ``demo/models``).
-    Installed without a checkout there are none, and missing folders are one clear error."""
+def model_dirs(**folders: str | Path | list | None) -> dict[str, list[Path]]:
+    """task name -> the run folders to serve on its tab: the ones given by the tab's option (``sentiment=``,
+    ``translation=``, ``entities=``, ``generate=``: a folder, a list of them, or a comma-separated string), else
+    the shipped ones in ``MODELS`` (a source checkout's ``demo/models``). Installed without a checkout there are
+    none, and missing folders are one clear error."""
     unknown = set(folders) - {tab.option for tab in TABS.values()}
     if unknown:
         raise TypeError(f"model_dirs() got unknown run folder option(s) {sorted(unknown)}")
@@ -293,10 +367,17 @@ def model_dirs(**folders: str | Path | None) -> dict[str, Path]:
     missing = [task for task, folder in given.items() if folder is None]
     if MODELS is None and missing:
         options = [f"--{TABS[task].option} RUN_DIR" for task in missing]
-        shipped = [f"demo/models/{tab.model}" for tab in TABS.values()]
+        shipped = [f"demo/models/{name}" for tab in TABS.values() for name in tab.models]
         raise nlp_rnn.NlpRnnError(f"the demo needs {_and(options)}: an installed nlp-rnn ships no models (a source "
                                   f"checkout's {_and(shipped)} work, as do your own run folders)")
-    return {task: Path(folder) if folder is not None else MODELS / TABS[task].model for task, folder in given.items()}
+    return {task: _folders(folder) if folder is not None else [MODELS / name for name in TABS[task].models]
+            for task, folder in given.items()}
+
+
+def _folders(value: str | Path | list) -> list[Path]:
+    if isinstance(value, (list, tuple)):
+        return [Path(v) for v in value]
+    return [Path(part.strip()) for part in str(value).split(",") if part.strip()]
 
 
 def _and(items: list[str]) -> str:
@@ -305,20 +386,23 @@ def _and(items: list[str]) -> str:
 
 def build_app(quantize: bool = False, device: str = "cpu", **folders: str | Path | None) -> gr.Blocks:
     """One tab per entry of ``TABS``, then the Models tab. ``folders``: the run folders by option
-    (``sentiment=``, ``translation=``, ``entities=``); one not given: the shipped model (``model_dirs``).
+    (``sentiment=``, ``translation=``, ``entities=``, ``generate=``); one not given: the shipped model(s)
+    (``model_dirs``).
     ``device``: where the models run (``auto``, ``cpu``, ``cuda``...; ``quantize`` is CPU only)."""
-    predictors = {}
-    for task, folder in model_dirs(**folders).items():
-        predictors[task] = nlp_rnn.load(folder, device, quantize=quantize)  # loaded once, shared by every request
-        tasks.require(predictors[task], task, f"the {TABS[task].title} tab")
+    predictors: dict[str, list] = {}
+    for task, task_folders in model_dirs(**folders).items():
+        predictors[task] = [nlp_rnn.load(folder, device, quantize=quantize) for folder in task_folders]  # once
+        for predictor in predictors[task]:
+            tasks.require(predictor, task, f"the {TABS[task].title} tab")
     with gr.Blocks(title="nlp-rnn demo") as app:
         gr.Markdown("# nlp-rnn\nRecurrent networks for NLP, trained from scratch on 2 CPU cores. "
                     "See the **Models** tab for how each was trained and scored.")
         for task, tab in TABS.items():
             with gr.Tab(tab.title):
-                tab.build(predictors[task])
+                loaded = predictors[task]
+                tab.build({Path(p.run_dir).name: p for p in loaded} if tab.several else loaded[0])
         with gr.Tab("Models"):
-            for predictor in predictors.values():
+            for predictor in itertools.chain(*predictors.values()):
                 with gr.Accordion(Path(predictor.run_dir).name, open=True):
                     gr.Markdown(model_card(predictor))
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
@@ -327,8 +411,9 @@ def build_app(quantize: bool = False, device: str = "cpu", **folders: str | Path
 
 def main(host: str = "127.0.0.1", port: int = 7860, quantize: bool = False, device: str = "auto",
          **folders: str | Path | None) -> None:
-    """Serve the demo; ``folders`` as for ``build_app`` (``sentiment=``, ``translation=``, ``entities=``)."""
-    folders = {TABS[task].option: folder for task, folder in model_dirs(**folders).items()}  # fails before starting
+    """Serve the demo; ``folders`` as for ``build_app`` (``sentiment=``, ``translation=``, ``entities=``,
+    ``generate=``)."""
+    folders = {TABS[task].option: found for task, found in model_dirs(**folders).items()}  # fails before starting
     # Each of the CONCURRENCY model calls gets its share of the cores: oversubscribed threads only wait.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // CONCURRENCY))
     app = build_app(quantize, device, **folders)
@@ -341,7 +426,8 @@ def script(argv: list[str] | None = None, models: str | Path | None = None) -> N
     folder whose shipped models serve when a run folder is not given (default ``MODELS``)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for task, tab in TABS.items():
-        parser.add_argument(f"--{tab.option}", default=None, metavar="DIR", help=f"{task} run folder ({tab.title} tab)")
+        parser.add_argument(f"--{tab.option}", default=None, metavar="DIR[,DIR]" if tab.several else "DIR",
+                            help=f"{task} run folder{'s' if tab.several else ''} ({tab.title} tab)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--quantize", action="store_true", help="dynamic int8 quantization (CPU)")
@@ -349,7 +435,8 @@ def script(argv: list[str] | None = None, models: str | Path | None = None) -> N
     args = parser.parse_args(argv)
     folders = {tab.option: getattr(args, tab.option) for tab in TABS.values()}
     if models is not None:
-        folders = {tab.option: folders[tab.option] or Path(models) / tab.model for tab in TABS.values()}
+        folders = {tab.option: folders[tab.option] or [Path(models) / name for name in tab.models]
+                   for tab in TABS.values()}
     try:
         main(args.host, args.port, args.quantize, args.device, **folders)
     except nlp_rnn.NlpRnnError as err:

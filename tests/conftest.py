@@ -64,3 +64,15 @@ def demo_url(demo_module):
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     app.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_writer(tmp_path_factory) -> Path:
+    """A finished run folder of a tiny character LSTM that writes three sentences (tests/tiny.py)."""
+    from nlp_rnn.cli import main
+    from tests.tiny import write_generation_config, write_generation_texts
+
+    folder = tmp_path_factory.mktemp("generation")
+    write_generation_texts(folder / "data")
+    assert main(["train", write_generation_config(folder), "--out", str(folder / "run")]) == 0
+    return folder / "run"

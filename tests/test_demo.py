@@ -1,6 +1,7 @@
 """The demo's plain functions, called directly on tiny real models (the shipped tagger for the Entities tab), and the
 app built on the shipped ones."""
 
+import itertools
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from nlp_rnn.checkpoint import RunFolder
 pytestmark = pytest.mark.slow
 
 MODELS = Path(__file__).resolve().parent.parent / "demo" / "models"
-SHIPPED = ("sentiment-imdb", "translate-de-en", "ner-conll2003")
+SHIPPED = ("sentiment-imdb", "translate-de-en", "ner-conll2003", "shakespeare-char", "reviews-imdb")
 NER = MODELS / "ner-conll2003"
 
 
@@ -154,7 +155,7 @@ def test_translation_examples_come_from_the_validation_split(demo_module):
 
 
 def test_app_builds_on_the_shipped_models(demo_module):
-    assert [tab.model for tab in demo_module.TABS.values()] == list(SHIPPED)
+    assert [name for tab in demo_module.TABS.values() for name in tab.models] == list(SHIPPED)
     for name in SHIPPED:
         folder = MODELS / name
         runs = RunFolder(folder).runs()  # the folder, or a packed ensemble's members
@@ -166,27 +167,32 @@ def test_app_builds_on_the_shipped_models(demo_module):
     assert isinstance(app, gr.Blocks)
     cards = [demo_module.model_card(nlp_rnn.load(MODELS / name)) for name in SHIPPED]
     assert "stanfordnlp/imdb" in cards[0] and "bentrevett/multi30k" in cards[1] and "eriktks/conll2003" in cards[2]
+    assert "karpathy/tiny_shakespeare" in cards[3] and "stanfordnlp/imdb" in cards[4]
     assert all("Trained with" in card and "nlp-rnn train" in card for card in cards)
     blocks = list(app.blocks.values())
-    assert [b.label for b in blocks if isinstance(b, gr.Tab)] == ["Sentiment", "Translate", "Entities", "Models"]
+    assert [b.label for b in blocks if isinstance(b, gr.Tab)] == ["Sentiment", "Translate", "Entities", "Generate",
+                                                                  "Models"]
     markdown = [b.value for b in blocks if isinstance(b, gr.Markdown) and b.value]
     assert all(card.strip() in markdown for card in cards)  # each shown on the Models tab (Gradio strips text)
     assert any(text.startswith("**PER** person · **ORG** organisation") for text in markdown)  # the types' legend
 
 
-def test_installed_without_a_checkout_every_folder_is_needed(demo_module, monkeypatch, tiny_run, reversal_run):
+def test_installed_without_a_checkout_every_folder_is_needed(demo_module, monkeypatch, tiny_run, reversal_run,
+                                                            tiny_writer):
     """A wheel ships no models (``MODELS`` is None): the folders not given are one error naming their options."""
     assert demo_module.MODELS == MODELS  # the tests run from the checkout
     monkeypatch.setattr(demo_module, "MODELS", None)
-    with pytest.raises(nlp_rnn.NlpRnnError, match="needs --sentiment RUN_DIR, --translation RUN_DIR and --entities "
-                                                  "RUN_DIR: an installed nlp-rnn ships no models"):
+    with pytest.raises(nlp_rnn.NlpRnnError, match="needs --sentiment RUN_DIR, --translation RUN_DIR, --entities "
+                                                  "RUN_DIR and --generate RUN_DIR: an installed nlp-rnn ships no"):
         demo_module.build_app()
-    with pytest.raises(nlp_rnn.NlpRnnError, match=r"needs --translation RUN_DIR and --entities RUN_DIR: an installed"):
+    with pytest.raises(nlp_rnn.NlpRnnError, match=r"needs --translation RUN_DIR, --entities RUN_DIR and --generate"):
         demo_module.model_dirs(sentiment=tiny_run)
-    with pytest.raises(nlp_rnn.NlpRnnError, match=r"needs --entities RUN_DIR: an installed nlp-rnn ships no"):
-        demo_module.model_dirs(sentiment=tiny_run, translation=reversal_run)
-    folders = demo_module.model_dirs(sentiment=tiny_run, translation=reversal_run, entities=NER)
-    assert folders == {"classification": tiny_run, "translation": reversal_run, "tagging": NER}
+    with pytest.raises(nlp_rnn.NlpRnnError, match=r"needs --generate RUN_DIR: an installed nlp-rnn ships no"):
+        demo_module.model_dirs(sentiment=tiny_run, translation=reversal_run, entities=NER)
+    folders = demo_module.model_dirs(sentiment=tiny_run, translation=reversal_run, entities=NER,
+                                     generate=f"{tiny_writer},{tiny_writer}")
+    assert folders == {"classification": [tiny_run], "translation": [reversal_run], "tagging": [NER],
+                       "generation": [tiny_writer, tiny_writer]}
     with pytest.raises(TypeError, match="unknown run folder option"):
         demo_module.model_dirs(sentiment_dir=tiny_run)  # a misspelt option is not silently the shipped model
 
@@ -208,6 +214,20 @@ def test_a_model_of_the_wrong_kind_is_a_clear_error(demo_module, tiny_run):
     with pytest.raises(nlp_rnn.NlpRnnError, match=r"not a tagging run folder \(the Entities tab needs one; this is "
                                                   r"classification\)"):
         demo_module.build_app(entities=tiny_run)
+
+
+def test_write_streams_growing_text_that_the_seed_repeats(demo_module, tiny_writer):
+    writers = {"tiny": nlp_rnn.load(tiny_writer)}
+    steps = list(demo_module.write(writers, "tiny", "the c", None, 0.8, 0, 0.95, 40, 3))
+    texts = [text for text, _ in steps]
+    assert len(texts) > 5 and texts[0].startswith("the c") and len(texts[-1]) > len("the c") + 20
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(texts))  # it only grows
+    assert list(demo_module.write(writers, "tiny", "the c", None, 0.8, 0, 0.95, 40, 3))[-1] == steps[-1]
+    assert list(demo_module.write(writers, "tiny", "the c", None, 0.8, 0, 0.95, 40, 4))[-1] != steps[-1]
+    final, notice = list(demo_module.write(writers, "tiny", "the 😀 c\x00", None, 0.8, 0, 0.95, 10, 3))[-1]
+    assert "control character(s) removed" in notice and "does not know" in notice
+    with pytest.raises(gr.Error, match="temperature must be > 0"):
+        list(demo_module.write(writers, "tiny", "the", None, 0.0, 0, 0.95, 10, 3))
 
 
 def test_quantized_app_classifies_and_explains(demo_module):

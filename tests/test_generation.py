@@ -3,11 +3,9 @@ writes it with greedy decoding, reproducible and batch-independent sampling, lab
 requests as one-line errors or notices."""
 
 import json
-import random
 
 import pytest
 import torch
-import yaml
 
 import nlp_rnn
 from nlp_rnn.cli import main
@@ -22,7 +20,7 @@ from nlp_rnn.sampling import (
     top_p_filter,
 )
 from tests.test_cli import assert_one_line_error, run_cli
-from tests.tiny import assert_resumed_run_matches
+from tests.tiny import assert_resumed_run_matches, write_generation_config, write_generation_texts
 
 # -- sampling ----------------------------------------------------------------------------------------------------
 
@@ -74,51 +72,9 @@ def test_bad_sampling_settings_are_errors(settings, message):
 
 # -- a tiny model --------------------------------------------------------------------------------------------------
 
-SENTENCES = ["the cat sat on the mat.", "a dog ran to the park.", "the bird sang."]
-
-
-def write_texts(folder, labelled: bool = False) -> None:
-    """Texts of three sentences in random order; labelled: label 1 texts say "good", label 0 texts "bad"."""
-    rng = random.Random(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, count in (("train", 200), ("validation", 30), ("test", 30)):
-        rows = []
-        for _ in range(count):
-            if labelled:
-                label = rng.randint(0, 1)
-                rows.append({"text": " ".join(["good" if label else "bad"] * rng.randint(2, 5)) + ".", "label": label})
-            else:
-                rows.append({"text": " ".join(rng.choice(SENTENCES) for _ in range(rng.randint(3, 8)))})
-        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
-
-def write_config(folder, data: dict | None = None, model: dict | None = None, epochs: int = 8) -> str:
-    values = {
-        "task": "generation",
-        "data": {"dataset": str(folder / "data"), "validation_split": "validation", "bptt": 32, **(data or {})},
-        "tokenizer": {"type": "char", "lowercase": False, "normalization": "none", "strip_html": False,
-                      "min_frequency": 1},
-        "model": {"embedding_dim": 16, "hidden_size": 48, "num_layers": 1, "dropout": 0.0, **(model or {})},
-        "train": {"epochs": epochs, "batch_size": 8, "lr": 0.01, "num_threads": 1, "progress": False,
-                  "schedule": "constant", "patience": None},
-    }
-    path = folder / "generation.yaml"
-    path.write_text(yaml.safe_dump(values), encoding="utf-8")
-    return str(path)
-
-
 @pytest.fixture(scope="module")
-def text_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("generation")
-    write_texts(folder / "data")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_writer(text_folder):
-    run_dir = text_folder / "run"
-    assert main(["train", write_config(text_folder), "--out", str(run_dir)]) == 0
-    return run_dir
+def text_folder(tiny_writer):
+    return tiny_writer.parent  # the data and config tests/conftest.py's tiny_writer was trained from
 
 
 @pytest.mark.slow
@@ -187,8 +143,8 @@ def test_generate_command_streams_and_prints_json(tiny_writer):
 
 @pytest.mark.slow
 def test_a_conditioned_model_writes_the_requested_label(tmp_path):
-    write_texts(tmp_path / "data", labelled=True)
-    config = write_config(tmp_path, {"stream": False, "label_column": "label"}, epochs=6)
+    write_generation_texts(tmp_path / "data", labelled=True)
+    config = write_generation_config(tmp_path, {"stream": False, "label_column": "label"}, epochs=6)
     assert main(["train", config, "--out", str(tmp_path / "run")]) == 0
     writer = nlp_rnn.load(tmp_path / "run")
     assert writer.labels == ["0", "1"]
@@ -202,11 +158,11 @@ def test_a_conditioned_model_writes_the_requested_label(tmp_path):
 
 @pytest.mark.slow
 def test_streamed_training_resumes_to_the_same_weights(tmp_path, text_folder):
-    config = load_config(write_config(text_folder, epochs=2))
+    config = load_config(write_generation_config(text_folder, epochs=2))
     assert_resumed_run_matches(config, tmp_path, stop_at=7)  # mid epoch: the carried state is in the checkpoint
 
 
 def test_conditioning_a_stream_is_a_config_error(tmp_path):
-    write_texts(tmp_path / "data", labelled=True)
+    write_generation_texts(tmp_path / "data", labelled=True)
     with pytest.raises(Exception, match="data.label_column: conditioning needs one row per text"):
-        load_config(write_config(tmp_path, {"label_column": "label"}))
+        load_config(write_generation_config(tmp_path, {"label_column": "label"}))

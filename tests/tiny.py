@@ -6,6 +6,11 @@ Tests that need data load it through the package's own loader: from $NLP_RNN_DAT
 
 from __future__ import annotations
 
+import json
+import random
+
+import yaml
+
 from nlp_rnn.config import Config, config_from_dict
 
 TINY = {
@@ -82,3 +87,37 @@ def assert_resumed_run_matches(config: Config, folder, stop_at: int) -> None:
     whole, cut = load_file(folder / "whole" / "model.safetensors"), load_file(folder / "cut" / "model.safetensors")
     assert all(torch.equal(whole[k], cut[k]) for k in whole)
 
+
+# -- generation: texts of three sentences in random order (a char model learns them in seconds) --
+
+SENTENCES = ["the cat sat on the mat.", "a dog ran to the park.", "the bird sang."]
+
+
+def write_generation_texts(folder, labelled: bool = False) -> None:
+    """Texts of three sentences in random order; labelled: label 1 texts say "good", label 0 texts "bad"."""
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, count in (("train", 200), ("validation", 30), ("test", 30)):
+        rows = []
+        for _ in range(count):
+            if labelled:
+                label = rng.randint(0, 1)
+                rows.append({"text": " ".join(["good" if label else "bad"] * rng.randint(2, 5)) + ".", "label": label})
+            else:
+                rows.append({"text": " ".join(rng.choice(SENTENCES) for _ in range(rng.randint(3, 8)))})
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def write_generation_config(folder, data: dict | None = None, model: dict | None = None, epochs: int = 8) -> str:
+    values = {
+        "task": "generation",
+        "data": {"dataset": str(folder / "data"), "validation_split": "validation", "bptt": 32, **(data or {})},
+        "tokenizer": {"type": "char", "lowercase": False, "normalization": "none", "strip_html": False,
+                      "min_frequency": 1},
+        "model": {"embedding_dim": 16, "hidden_size": 48, "num_layers": 1, "dropout": 0.0, **(model or {})},
+        "train": {"epochs": epochs, "batch_size": 8, "lr": 0.01, "num_threads": 1, "progress": False,
+                  "schedule": "constant", "patience": None},
+    }
+    path = folder / "generation.yaml"
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return str(path)
