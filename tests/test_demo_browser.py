@@ -230,6 +230,67 @@ def test_entities_tab(browser, demo_url, tmp_path):
     assert "Traceback" not in text_of(browser, "body")
 
 
+SET_INPUT = """
+const box = document.querySelector(arguments[0]);
+Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value").set.call(box, arguments[1]);
+box.dispatchEvent(new Event("input", {bubbles: true}));
+box.dispatchEvent(new Event("change", {bubbles: true}));
+"""
+
+
+def written(browser) -> str:
+    return browser.execute_script("return document.querySelector('#written textarea').value")
+
+
+def write_and_watch(browser) -> tuple[list[int], str]:
+    """Click Write and read the text as it streams in: the lengths seen on the way, and the final text (once it
+    has not changed for 3 seconds)."""
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    before = written(browser)
+    browser.find_element(By.ID, "write").click()
+    lengths, changed = [], time.monotonic()
+    deadline = changed + 120
+    while time.monotonic() < deadline and (not lengths or time.monotonic() - changed < 3):
+        text = written(browser)
+        if text != before and (not lengths or len(text) != lengths[-1]):
+            lengths.append(len(text))
+            changed = time.monotonic()
+        time.sleep(0.02)
+    return lengths, written(browser)
+
+
+def test_generate_tab(browser, demo_url, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(demo_url)
+    open_tab(browser, "Generate")
+    wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#prompt textarea"))
+    [choice] = [c for c in browser.find_elements(By.CSS_SELECTOR, "#writer label") if "reviews-imdb" in c.text]
+    choice.click()  # the review writer: its label appears
+    wait_for(browser, lambda: browser.find_element(By.ID, "write-label").is_displayed())
+    browser.execute_script(SET_TEXT, "#prompt textarea", "This movie")
+    browser.execute_script(SET_INPUT, "#seed input", "7")
+    lengths, first = write_and_watch(browser)
+    assert first.startswith("This movie") and len(first) > 100
+    assert len(lengths) >= 3 and lengths == sorted(lengths)  # it grew in the page while it was written
+    screenshot(browser, tmp_path, "demo-generate.png")
+    _, again = write_and_watch(browser)
+    assert again == first  # the same seed, the same text
+    browser.execute_script(SET_INPUT, "#seed input", "8")
+    _, other = write_and_watch(browser)
+    assert other != first and other.startswith("This movie")
+    [choice] = [c for c in browser.find_elements(By.CSS_SELECTOR, "#writer label") if "shakespeare" in c.text]
+    choice.click()
+    wait_for(browser, lambda: not browser.find_element(By.ID, "write-label").is_displayed())
+    browser.execute_script(SET_TEXT, "#prompt textarea", "ROMEO:\n")
+    _, verse = write_and_watch(browser)
+    assert verse.startswith("ROMEO:\n") and len(verse) > 100
+    assert "Traceback" not in text_of(browser, "body")
+
+
 def test_models_tab(browser, demo_url):
     browser.get(demo_url)
     open_tab(browser, "Models")
@@ -237,3 +298,4 @@ def test_models_tab(browser, demo_url):
     body = text_of(browser, "body")
     assert "stanfordnlp/imdb" in body and "nlp-rnn train configs/" in body
     assert "eriktks/conll2003" in body and "LSTM-CRF tagger" in body
+    assert "karpathy/tiny_shakespeare" in body and "language model that writes" in body
