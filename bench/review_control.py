@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu  # bench/machine.py (bench/ is the script's folder)
 
 import nlp_rnn
 from nlp_rnn.data import load_eval_split
-
-from machine import cpu  # bench/machine.py (bench/ is the script's folder)
 
 
 def distinct(texts: list[str], n: int) -> float:
