@@ -12,7 +12,7 @@ ifneq ($(SHARED_DATA),)
 export NLP_RNN_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install lock test test-fast demo screenshot load-test lint clean sentiment-model translation-model imdb-lm sst2-lm rt-lm ner-vectors ner-model
+.PHONY: install lock test test-fast demo screenshot load-test lint clean sentiment-model translation-model imdb-lm sst2-lm rt-lm ner-vectors ner-model shakespeare-model reviews-model
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -114,3 +114,20 @@ ner-model: install
 	  --ensemble runs/ner_base_seed1,runs/ner_trainval,runs/ner_trainval_seed1
 	$(BIN)/nlp-rnn evaluate demo/models/ner-conll2003 --split test
 	$(BIN)/nlp-rnn pack demo/models/ner-conll2003 --card-only
+
+# Retrain, pack and score the shipped Tiny Shakespeare character model (about 70 minutes on one CPU thread).
+shakespeare-model: install
+	$(BIN)/nlp-rnn train configs/generation/shakespeare_char.yaml --out runs/shakespeare_char
+	$(BIN)/nlp-rnn pack runs/shakespeare_char demo/models/shakespeare-char --fp16 --force
+	$(BIN)/nlp-rnn evaluate demo/models/shakespeare-char --split validation+test
+	$(BIN)/nlp-rnn evaluate demo/models/shakespeare-char --split test
+	$(BIN)/nlp-rnn pack demo/models/shakespeare-char --card-only
+
+# Retrain, pack and score the shipped label-conditioned IMDB review writer (about 55 minutes on one CPU thread),
+# then its controllability with the shipped IMDB classifier.
+reviews-model: install
+	$(BIN)/nlp-rnn train configs/generation/imdb_reviews.yaml --out runs/imdb_reviews
+	$(BIN)/nlp-rnn pack runs/imdb_reviews demo/models/reviews-imdb --fp16 --force
+	$(BIN)/nlp-rnn evaluate demo/models/reviews-imdb --split test
+	$(BIN)/nlp-rnn pack demo/models/reviews-imdb --card-only
+	$(BIN)/python bench/review_control.py --writer demo/models/reviews-imdb
