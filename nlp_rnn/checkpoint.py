@@ -139,10 +139,12 @@ class RunFolder:
     EVALUATION = "evaluation"
     ONNX = "onnx"
     CONFUSION_MATRIX = "confusion_matrix.png"  # in evaluation/SPLIT/, beside metrics.json (classification)
+    RELIABILITY = "reliability.png"  # in evaluation/SPLIT/ (classification: calibration before and after)
+    CALIBRATION = "calibration.json"  # a classifier's temperature, fitted on validation (nlp-rnn calibrate)
     ENSEMBLE = "ensemble"  # a packed ensemble's members, each a packed run folder (nlp-rnn pack --ensemble)
     ENSEMBLE_LIST = "ensemble.json"  # their folder names in ensemble/, in order
     # what a shipped copy keeps (no training state): files, then folders; tokenizer files come from the task
-    SHIPPED = (CONFIG, METRICS, LOG, LEARNING_CURVE, COMMAND)
+    SHIPPED = (CONFIG, METRICS, LOG, LEARNING_CURVE, COMMAND, CALIBRATION)
     SHIPPED_FOLDERS = (EVALUATION, ATTENTION)
 
     def __init__(self, path: str | Path) -> None:
@@ -192,6 +194,10 @@ class RunFolder:
     @property
     def attention(self) -> Path:
         return self.path / self.ATTENTION
+
+    @property
+    def calibration(self) -> Path:
+        return self.path / self.CALIBRATION
 
     @property
     def onnx(self) -> Path:

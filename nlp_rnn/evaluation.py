@@ -38,8 +38,11 @@ def predict_logits(model: nn.Module, dataset: EncodedDataset, batch_size: int, d
 
 
 def evaluate_classifier(model: nn.Module, dataset: EncodedDataset, label_names: Sequence[str], batch_size: int,
-                        device: torch.device, amp: bool = True) -> dict:
-    """Loss, accuracy, macro-F1, per-class scores, confusion matrix and examples/s on labelled data."""
+                        device: torch.device, amp: bool = True, temperature: float | None = None) -> dict:
+    """Loss, accuracy, macro-F1, per-class scores, confusion matrix and examples/s on labelled data; with a
+    ``temperature``, also NLL and expected calibration error before and after dividing the logits by it."""
+    from nlp_rnn.calibration import calibration_report
+
     start = time.perf_counter()
     logits = predict_logits(model, dataset, batch_size, device, amp)
     seconds = time.perf_counter() - start
@@ -47,6 +50,8 @@ def evaluate_classifier(model: nn.Module, dataset: EncodedDataset, label_names: 
     report = classification_report(logits.argmax(-1).tolist(), labels.tolist(), label_names)
     report["loss"] = F.cross_entropy(logits, labels).item()
     report["examples_per_second"] = len(dataset) / seconds if seconds > 0 else float("inf")
+    if temperature is not None:
+        report["calibration"] = calibration_report(logits, labels, temperature)
     return report
 
 

@@ -59,6 +59,7 @@ class OnnxClassifier:
     def __init__(self, folder: Path, config: Config, manifest: dict, threads: int = 0) -> None:
         self.config = config
         self.labels = list(manifest["labels"])
+        self.temperature = float(manifest.get("temperature", 1.0))  # the run's calibration, as nlp_rnn.load uses
         self.tokenizer = Tokenizer.from_file(str(folder / manifest["tokenizers"][0]))
         self.session = _session(folder / "classifier.onnx", threads)
 
@@ -73,6 +74,7 @@ class OnnxClassifier:
             chosen = order[start : start + batch_size]
             input_ids, lengths = _padded([ids[i] for i in chosen])
             (logits,) = self.session.run(None, {"input_ids": input_ids, "lengths": lengths})
+            logits = logits / self.temperature
             exp = np.exp(logits - logits.max(-1, keepdims=True))
             probabilities[chosen] = exp / exp.sum(-1, keepdims=True)
         return probabilities

@@ -68,6 +68,7 @@ def _load_run(path: Path):
     tensors, metadata = ckpt.load_weights(run.weights)
     task = task_class(config, tokenizers, metadata)
     task.check_tokenizers(run.path)
+    task.read_run(run)
     model = task.build_model()
     ckpt.load_into(model, tensors, run.weights)
     return task, model

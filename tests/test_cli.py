@@ -223,4 +223,4 @@ def test_demo_installed_without_models_is_one_line(monkeypatch, capsys):
     assert main(["demo", "--sentiment", "runs/mine", "--device", "cpu"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1
-    assert error.startswith("error: the demo needs --translation RUN_DIR and --entities RUN_DIR: ")
+    assert error.startswith("error: the demo needs --translation RUN_DIR, --entities RUN_DIR and --generate RUN_DIR: ")

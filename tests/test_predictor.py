@@ -17,8 +17,8 @@ TEXTS = ["An absolute delight from start to finish.", "Boring, predictable and f
 
 
 def reference_probabilities(run_dir, texts) -> torch.Tensor:
-    """The run folder's own files, read without the predictor: its config, tokenizer and weights, one padded
-    batch through the model's forward."""
+    """The run folder's own files, read without the predictor: its config, tokenizer, weights and calibration
+    temperature, one padded batch through the model's forward."""
     from safetensors.torch import load_file
     from tokenizers import Tokenizer
 
@@ -36,7 +36,9 @@ def reference_probabilities(run_dir, texts) -> torch.Tensor:
     batch = Collator(PAD_ID)([{"input_ids": row} for row in ids])
     with torch.no_grad():
         logits, _ = model.eval()(batch)
-    return logits.softmax(-1)
+    calibration = run_dir / "calibration.json"
+    temperature = json.loads(calibration.read_text())["temperature"] if calibration.is_file() else 1.0
+    return (logits / temperature).softmax(-1)
 
 
 def test_load_predict_matches_the_trained_model(tiny_run):
@@ -58,7 +60,7 @@ def test_load_predict_matches_the_trained_model(tiny_run):
         assert list(prediction["scores"]) == labels
         assert list(prediction["scores"].values()) == pytest.approx(row, abs=1e-6)
     logits = predict_logits(predictor.model, EncodedDataset(predictor.encode(TEXTS)), 2, torch.device("cpu"))
-    assert torch.allclose(logits.softmax(-1), expected, atol=1e-6)  # small batches, sorted by length
+    assert torch.allclose((logits / predictor.temperature).softmax(-1), expected, atol=1e-6)  # small batches
 
 
 def test_predict_is_thread_safe(tiny_run):

@@ -129,6 +129,11 @@ class Task(ABC):
         """(metadata key, index into ``tokenizers``) for every vocabulary size the weights were built for."""
         return [("vocab_size", 0)]
 
+    def read_run(self, run: ckpt.RunFolder) -> None:
+        """Read what the task keeps in a trained run's folder beside the weights (a classifier: its calibration
+        temperature); ``nlp_rnn.load`` calls it. Nothing by default."""
+        return None
+
     def check_tokenizers(self, run_dir: Path) -> None:
         """One clear error when a run folder's tokenizer is not the one its weights were trained with."""
         names = self.tokenizer_files(self.config)

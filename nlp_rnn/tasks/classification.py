@@ -53,6 +53,8 @@ class SentimentPredictor:
         self.run_dir = run_dir
         self.device = next(model.parameters()).device
         self.task = task or ClassificationTask(config, [tokenizer], {"labels": list(labels)})
+        # calibration (Guo et al. 2017): probabilities are softmax(logits / temperature); 1.0 when not fitted
+        self.temperature = self.task.temperature
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         if isinstance(texts, str):
@@ -63,14 +65,17 @@ class SentimentPredictor:
         require_tokens(ids)
         return ids
 
-    def predict_proba(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """(len(texts), num_labels) class probabilities."""
+    def predict_logits(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """(len(texts), num_labels) raw logits (before calibration)."""
         if not texts:
             return torch.empty(0, len(self.labels))
         dataset = EncodedDataset(self.encode(texts))
         with torch.inference_mode():
-            logits = predict_logits(self.model, dataset, batch_size, self.device)
-        return logits.softmax(-1)
+            return predict_logits(self.model, dataset, batch_size, self.device)
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """(len(texts), num_labels) calibrated class probabilities: softmax(logits / temperature)."""
+        return (self.predict_logits(texts, batch_size) / self.temperature).softmax(-1)
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[Prediction]:
         results = []
@@ -93,7 +98,7 @@ class SentimentPredictor:
         model = self.explain_model
         with torch.inference_mode():
             pooled, weights = model.pool(batch)
-            probabilities = model.head(pooled).softmax(-1)[0].float()
+            probabilities = (model.head(pooled).float() / self.temperature).softmax(-1)[0]
         best = int(probabilities.argmax())
         if weights is not None:
             method, scores = "attention", weights[0]
@@ -176,8 +181,52 @@ class ClassificationTask(Task):
 
     def evaluate(self, model: nn.Module, data: EncodedDataset, device: torch.device, batch_size: int,
                  beam_size: int | None = None) -> dict[str, Any]:
-        """Loss, accuracy, macro-F1, per-class scores, confusion matrix, examples/s."""
-        return evaluate_classifier(model, data, self.label_names, batch_size, device, self.config.train.amp)
+        """Loss, accuracy, macro-F1, per-class scores, confusion matrix, examples/s; NLL and expected calibration
+        error before and after the run's temperature."""
+        return evaluate_classifier(model, data, self.label_names, batch_size, device, self.config.train.amp,
+                                   temperature=self.temperature)
+
+    # -- calibration (Guo et al. 2017) ------------------------------------------------------------------------
+
+    temperature: float = 1.0  # softmax(logits / temperature); a trained run's comes from calibration.json
+
+    def read_run(self, run: ckpt.RunFolder) -> None:
+        fitted = ckpt.read_json(run.calibration)
+        self.temperature = float(fitted["temperature"]) if fitted else 1.0
+
+    def calibrate(self, model: nn.Module, validation: EncodedDataset, run: ckpt.RunFolder,
+                  device: torch.device) -> dict[str, Any]:
+        """Fit the temperature on ``validation`` (the run's held-out split, never test) and write it to the run."""
+        from nlp_rnn.calibration import calibration_report, fit_temperature
+
+        logits = predict_logits(model, validation, self.config.train.eval_batch_size, device, self.config.train.amp)
+        labels = torch.as_tensor(validation.labels, dtype=torch.long)
+        report = calibration_report(logits, labels, fit_temperature(logits, labels))
+        fitted = {"temperature": report["temperature"], "fitted_on": "validation", "examples": len(labels),
+                  **{k: report[k] for k in ("nll_before", "nll_after", "ece_before", "ece_after")}}
+        ckpt.write_json(run.calibration, fitted)
+        self.temperature = report["temperature"]
+        return fitted
+
+    def after_training(self, model: nn.Module, run: ckpt.RunFolder, device: torch.device,
+                       validation: Any = None) -> None:
+        """Calibrate the best weights on the validation split."""
+        if validation is None or not len(validation):
+            return
+        tensors, _ = ckpt.load_weights(run.weights)
+        model.load_state_dict(tensors)
+        fitted = self.calibrate(model, validation, run, device)
+        log.info("calibration: temperature %.3f (validation NLL %.4f -> %.4f, ECE %.4f -> %.4f)",
+                 fitted["temperature"], fitted["nll_before"], fitted["nll_after"], fitted["ece_before"],
+                 fitted["ece_after"])
+
+    @classmethod
+    def add_commands(cls, commands, parents: list) -> None:
+        command = commands.add_parser("calibrate", parents=parents, help="fit a classifier's temperature on its "
+                                      "validation split (calibrated probabilities)")
+        command.add_argument("run_dir")
+        command.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+        command.set_defaults(run=_calibrate_command)
 
     # -- a trained model -----------------------------------------------------------------------------------
 
@@ -192,6 +241,7 @@ class ClassificationTask(Task):
         return f"{result['label']}\t{result['score']:.4f}"
 
     def write_evaluation(self, report: dict[str, Any], data: Any, out: Path) -> list[str]:
+        from nlp_rnn.calibration import plot_reliability
         from nlp_rnn.plots import plot_confusion_matrix
 
         labels = self.label_names
@@ -199,6 +249,12 @@ class ClassificationTask(Task):
         plot_confusion_matrix(report["confusion_matrix"], labels, out / ckpt.RunFolder.CONFUSION_MATRIX)
         lines = [f"  {name:>12}: precision {scores['precision']:.4f} recall {scores['recall']:.4f} "
                  f"f1 {scores['f1']:.4f} support {scores['support']}" for name, scores in report["per_class"].items()]
+        calibration = report.get("calibration")
+        if calibration:
+            plot_reliability(calibration, out / ckpt.RunFolder.RELIABILITY)
+            lines.append(f"calibration (temperature {calibration['temperature']:.3f}): NLL "
+                         f"{calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}, ECE (15 bins) "
+                         f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}")
         return [f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
                 f"{report['examples_per_second']:.0f} examples/s", *lines,
                 f"confusion matrix (rows true, columns predicted {labels}): {report['confusion_matrix']}"]
@@ -237,6 +293,13 @@ class ClassificationTask(Task):
             if report:
                 lines.append(f"| {folder.name} ({data['test_split'] if folder.name == 'test' else folder.name}) | "
                              f"{report['num_examples']:,} | {report['accuracy']:.4f} | {report['macro_f1']:.4f} |")
+        fitted = ckpt.read_json(run.calibration)
+        if fitted:
+            lines += ["", f"Probabilities are calibrated (temperature scaling, Guo et al. 2017): softmax(logits / "
+                      f"{fitted['temperature']:.3f}), fitted on the {fitted['fitted_on']} split "
+                      f"({fitted['examples']:,} examples): NLL {fitted['nll_before']:.4f} -> "
+                      f"{fitted['nll_after']:.4f}, expected calibration error {fitted['ece_before']:.4f} -> "
+                      f"{fitted['ece_after']:.4f}."]
         return lines
 
     def _vocabulary(self, run: ckpt.RunFolder) -> int:
@@ -248,4 +311,21 @@ class ClassificationTask(Task):
         return export_classifier(model, out, opset)
 
     def onnx_manifest(self) -> dict[str, Any]:
-        return {"labels": self.label_names}
+        return {"labels": self.label_names, "temperature": self.temperature}
+
+
+def _calibrate_command(args) -> int:
+    """``nlp-rnn calibrate RUN``: fit the temperature on the run's validation split and write calibration.json."""
+    from nlp_rnn.data import load_eval_split
+    from nlp_rnn.predictor import load_model
+    from nlp_rnn.runtime import select_device
+
+    task, model = load_model(args.run_dir, select_device(args.device))
+    if not isinstance(task, ClassificationTask):
+        raise NlpRnnError(f"{args.run_dir}: calibrate fits a classifier's temperature; this is a {task.name} run")
+    split = load_eval_split(task.config.data, "validation", type(task), label_names=task.labels)
+    fitted = task.calibrate(model, task.encode(split), ckpt.RunFolder(args.run_dir), next(model.parameters()).device)
+    print(f"temperature {fitted['temperature']:.4f} on {fitted['examples']:,} validation examples: NLL "
+          f"{fitted['nll_before']:.4f} -> {fitted['nll_after']:.4f}, ECE {fitted['ece_before']:.4f} -> "
+          f"{fitted['ece_after']:.4f}; written to {ckpt.RunFolder(args.run_dir).calibration}")
+    return 0
