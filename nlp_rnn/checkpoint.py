@@ -143,6 +143,8 @@ class RunFolder:
     CALIBRATION = "calibration.json"  # a classifier's temperature, fitted on validation (nlp-rnn calibrate)
     ENSEMBLE = "ensemble"  # a packed ensemble's members, each a packed run folder (nlp-rnn pack --ensemble)
     ENSEMBLE_LIST = "ensemble.json"  # their folder names in ensemble/, in order
+    SEEDS_LIST = "seeds.json"  # a folder of seeds (nlp-rnn train --seeds): the seeds, each run in seed-N/
+    SUMMARY = "summary.json"  # ... and the mean and standard deviation of their validation scores
     # what a shipped copy keeps (no training state): files, then folders; tokenizer files come from the task
     SHIPPED = (CONFIG, METRICS, LOG, LEARNING_CURVE, COMMAND, CALIBRATION)
     SHIPPED_FOLDERS = (EVALUATION, ATTENTION)
@@ -227,6 +229,21 @@ class RunFolder:
     def runs(self) -> list[Path]:
         """The run folders this folder stands for: its ensemble's members, or itself."""
         return self.ensemble_members() or [self.path]
+
+    def seed_list(self) -> list[int]:
+        """The seeds of a folder of seeds (``nlp-rnn train --seeds``); none for a run folder."""
+        listed = read_json(self.path / self.SEEDS_LIST)
+        return list(listed["seeds"]) if listed else []
+
+    def seed_run(self, seed: int) -> Path:
+        return self.path / f"seed-{seed}"
+
+    def write_seed_list(self, seeds: list[int]) -> None:
+        write_json(self.path / self.SEEDS_LIST, {"seeds": seeds})
+
+    @property
+    def summary(self) -> Path:
+        return self.path / self.SUMMARY
 
     def write_ensemble_list(self, names: list[str]) -> None:
         write_json(self.path / self.ENSEMBLE_LIST, {"members": names})

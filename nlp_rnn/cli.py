@@ -27,6 +27,7 @@ DEVICE_HELP = "where the model runs: auto (a CUDA GPU when there is one, else th
 
 
 def _train(args: argparse.Namespace) -> int:
+    from nlp_rnn import checkpoint as ckpt
     from nlp_rnn.config import load_config
     from nlp_rnn.distributed import context_from_env
     from nlp_rnn.tasks import get_task
@@ -52,6 +53,19 @@ def _train(args: argparse.Namespace) -> int:
     launcher = ["torchrun", f"--nproc_per_node={process.world_size}", "-m", "nlp_rnn"] if process.enabled \
         else ["nlp-rnn"]
     command = shlex.join([*launcher, *(args.argv if args.argv is not None else sys.argv[1:])])
+    if args.seeds or (args.resume and ckpt.RunFolder(out).seed_list()):
+        from nlp_rnn.seeds import parse_seeds, train_seeds
+
+        summary = train_seeds(config, out, parse_seeds(args.seeds) if args.seeds else None, resume=args.resume,
+                              overrides=args.set if args.resume else None, command=command)
+        if process.is_main:
+            names = get_task(ckpt.RunFolder(out).read_config().task).metrics
+            validation = summary["validation"]
+            scores = ", ".join(f"{name} {validation[name]['mean']:.4f} +- {validation[name]['std']:.4f}"
+                               for name in names if name in validation)
+            print(f"{len(summary['seeds'])} seeds {summary['seeds']}: validation {scores} (mean +- std); "
+                  f"summary in {ckpt.RunFolder(out).summary}")
+        return 0
     metrics = train(config, out, resume=args.resume, overrides=args.set if args.resume else None, command=command)
     if not process.is_main:
         return 0
@@ -83,43 +97,69 @@ def _scored(count: int, unit: str, max_examples: int | None) -> str:
     return f"{count:,} {unit}" + (f" (--max-examples {max_examples})" if max_examples is not None else "")
 
 
-def _load(args: argparse.Namespace, predictor: bool = True):
-    """``nlp_rnn.load`` on ``--device`` (or, ``predictor=False``, the task and the model), with a bad device
-    named as the option the user typed."""
-    from nlp_rnn.predictor import load, load_model
+def _load(args: argparse.Namespace):
+    """``nlp_rnn.load`` on ``--device`` (with ``--ensemble``), a bad device named as the option the user typed."""
+    from nlp_rnn.predictor import load
     from nlp_rnn.runtime import select_device
 
-    device = select_device(args.device)
-    ensemble = args.ensemble or []
-    return load(args.run_dir, device=device, ensemble=ensemble) if predictor else \
-        load_model(args.run_dir, device, ensemble)
+    return load(args.run_dir, device=select_device(args.device), ensemble=args.ensemble or [])
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    """Score a split with the run's task: the same evaluation its validation ran during training."""
+    """Score a split with the run's task: the same evaluation its validation ran during training. A folder of
+    seeds: every seed, then the mean and standard deviation."""
+    from nlp_rnn import checkpoint as ckpt
+    from nlp_rnn.checkpoint import RunFolder
+
+    seeds = RunFolder(args.run_dir).seed_list()
+    if not seeds:
+        _evaluate_run(args, Path(args.run_dir), Path(args.out) if args.out else None)
+        return 0
+    from nlp_rnn.seeds import summarize
+
+    reports = [_evaluate_run(args, RunFolder(args.run_dir).seed_run(seed), Path(args.out) / f"seed-{seed}"
+                             if args.out else None, quiet=True) for seed in seeds]
+    summary = {"seeds": seeds, "split": args.split, "run_dir": str(args.run_dir), **summarize(reports)}
+    out = Path(args.out) if args.out else RunFolder(args.run_dir).evaluation(args.split)
+    ckpt.write_json(out / ckpt.METRICS_FILE, summary)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    shown = [f"{name} {v['mean']:.4f} +- {v['std']:.4f}" for name, v in summary.items()
+             if isinstance(v, dict) and name not in ("num_examples",) and not name.endswith("per_second")]
+    print(f"[{args.split}] {len(seeds)} seeds {seeds}, mean +- std: {', '.join(shown)}")
+    print(f"written to {out} (and each seed's evaluation/)")
+    return 0
+
+
+def _evaluate_run(args: argparse.Namespace, run_dir: Path, out: Path | None, quiet: bool = False) -> dict:
     from nlp_rnn.checkpoint import RunFolder
     from nlp_rnn.data import load_eval_split
+    from nlp_rnn.predictor import load_model
+    from nlp_rnn.runtime import select_device
 
-    task, model = _load(args, predictor=False)
+    task, model = load_model(run_dir, select_device(args.device), args.ensemble or [])
     config, device = task.config, next(model.parameters()).device
-    out = Path(args.out) if args.out else RunFolder(args.run_dir).evaluation(args.split)
+    out = out or RunFolder(run_dir).evaluation(args.split)
     split = load_eval_split(config.data, args.split, type(task), args.max_examples, label_names=task.labels)
     data = task.encode(split)
     report = task.evaluate(model, data, device, args.batch_size, beam_size=args.beam)
-    report.update(split=args.split, dataset=config.data.source, run_dir=str(args.run_dir),
+    report.update(split=args.split, dataset=config.data.source, run_dir=str(run_dir),
                   max_examples=args.max_examples, device=str(device))
     if args.ensemble:
         report.update(ensemble=args.ensemble)
     first, *lines = task.write_evaluation(report, data, out)
+    if quiet:
+        return report
     if args.json:
         print(json.dumps(report))
-        return 0
+        return report
     print(f"{config.data.source} [{args.split}] {_scored(len(data), task.unit, args.max_examples)}: {first} "
           f"on {device}")
     for line in lines:
         print(line)
     print(f"written to {out}")
-    return 0
+    return report
 
 
 def _read_stdin_lines() -> list[str]:
@@ -216,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config value, e.g. --set model.hidden_size=256 (repeatable)")
     train.add_argument("--out", help="run folder (default: runs/<config name>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    train.add_argument("--seeds", default=None, metavar="0,1,2", help="one run per seed in OUT/seed-N, and "
+                       "OUT/summary.json with the mean and standard deviation of the validation scores")
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("evaluate", parents=[verbose], help="score a run folder on a dataset split")
