@@ -109,3 +109,19 @@ def test_conditioning_a_stream_is_a_config_error(tmp_path):
     write_generation_texts(tmp_path / "data", labelled=True)
     with pytest.raises(Exception, match="data.label_column: conditioning needs one row per text"):
         load_config(write_generation_config(tmp_path, {"label_column": "label"}))
+
+
+def test_a_subword_continuation_keeps_the_space_before_its_first_word():
+    from types import SimpleNamespace
+
+    from nlp_rnn.config import TokenizerConfig
+    from nlp_rnn.tasks.generation import GeneratorPredictor
+    from nlp_rnn.tokenization import BOS_ID, train_tokenizer
+
+    tokenizer = train_tokenizer(["this movie was great", "the movie was bad"] * 20,
+                                TokenizerConfig(type="bpe", vocab_size=60, min_frequency=1))
+    holder = SimpleNamespace(task=SimpleNamespace(tokenizer=tokenizer))
+    head = [BOS_ID, *tokenizer.encode("this movie").ids]
+    written = tokenizer.encode("was great").ids
+    assert GeneratorPredictor._decode(holder, head, written) == " was great"
+    assert GeneratorPredictor._decode(holder, [BOS_ID], written) == "was great"  # a new text starts bare

@@ -492,9 +492,10 @@ class GeneratorPredictor:
                 elif stopped[row] == "length":
                     stopped[row] = "end"
         label_name = None if label is None or label == "" else self.labels[self._label_id(label)]
+        heads = {prompt: self._prompt_ids(prompt, []) for prompt in set(rows)}
         results = []
         for row, prompt in enumerate(rows):
-            text = self._decode(written[row])
+            text = self._decode(heads[prompt], written[row])
             reason = stopped[row]
             if stop and stop in text:
                 text, reason = text[: text.index(stop)], "stop"
@@ -514,6 +515,7 @@ class GeneratorPredictor:
         """The continuation of one prompt, piece by piece as it is written (the same text as ``generate`` with the
         same arguments). ``notices``: a list that receives what was changed about the request."""
         max_new_tokens, found = self._request(max_new_tokens, 1)
+        head = self._prompt_ids(str(prompt), [])
         written: list[int] = []
         shown = ""
         for tokens in self._steps([str(prompt)], label, max_new_tokens, temperature, top_k, top_p,
@@ -525,20 +527,24 @@ class GeneratorPredictor:
             if token == EOS_ID:
                 break
             written.append(token)
-            text = self._decode(written)
+            text = self._decode(head, written)
             if stop and stop in text:
                 break
             if len(text) > len(shown) and text.startswith(shown):  # a piece may change once the next one comes
                 yield text[len(shown) :]
                 shown = text
-        text = self._decode(written)
+        text = self._decode(head, written)
         if stop and stop in text:
             text = text[: text.index(stop)]
         if text.startswith(shown) and len(text) > len(shown):
             yield text[len(shown) :]
 
-    def _decode(self, ids: list[int]) -> str:
-        return self.task.tokenizer.decode(ids, skip_special_tokens=True)
+    def _decode(self, head: list[int], written: list[int]) -> str:
+        """The text of ``written`` as it continues ``head`` (the prompt's ids): a subword decoder drops a word
+        mark's space at the start of a text, so the continuation is read off the decoded whole."""
+        decode = self.task.tokenizer.decode
+        prompt, whole = decode(head, skip_special_tokens=True), decode(head + written, skip_special_tokens=True)
+        return whole[len(prompt) :] if whole.startswith(prompt) else decode(written, skip_special_tokens=True)
 
 
 def _generate_command(args: argparse.Namespace) -> int:
