@@ -5,7 +5,7 @@ hide. The same figures for N real IMDB test reviews of each label, cut to the wr
 
     NLP_RNN_DATA_DIR=../shared/data/hf python bench/review_control.py [--writer demo/models/reviews-imdb]
         [--classifier demo/models/sentiment-imdb] [--n 500] [--max-new-tokens 128] [--temperature 0.9]
-        [--top-p 0.95] [--seed 0] [--json OUT]
+        [--top-p 0.95] [--seed 0] [--guidance 0] [--json OUT]
 
 Sample i of a label uses seed ``--seed + i`` (the same texts every run). Prints the CPU model first.
 """
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.9)
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight (0 = none)")
     parser.add_argument("--batch", type=int, default=50, help="reviews written at once")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", help="also write the figures to this file")
@@ -59,14 +60,15 @@ def main() -> None:
     writer, classifier = nlp_rnn.load(args.writer), nlp_rnn.load(args.classifier)
     result = {"cpu": cpu(), "writer": args.writer, "classifier": args.classifier, "n": args.n,
               "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-              "seed": args.seed, "generated": {}, "real_test_reviews": {}}
+              "seed": args.seed, "guidance": args.guidance, "generated": {}, "real_test_reviews": {}}
     started = time.perf_counter()
     for label in writer.labels:
         texts = []
         for start in range(0, args.n, args.batch):
             count = min(args.batch, args.n - start)
             found = writer.generate([""], label=label, num_samples=count, max_new_tokens=args.max_new_tokens,
-                                    temperature=args.temperature, top_p=args.top_p, seed=args.seed + start)
+                                    temperature=args.temperature, top_p=args.top_p, seed=args.seed + start,
+                                    guidance=args.guidance)
             texts += [r["text"] for r in found]
         result["generated"][label] = {**scores(classifier, texts, label), "examples": texts[:3]}
     result["seconds"] = time.perf_counter() - started

@@ -125,3 +125,19 @@ def test_a_subword_continuation_keeps_the_space_before_its_first_word():
     written = tokenizer.encode("was great").ids
     assert GeneratorPredictor._decode(holder, head, written) == " was great"
     assert GeneratorPredictor._decode(holder, [BOS_ID], written) == "was great"  # a new text starts bare
+
+
+@pytest.mark.slow
+def test_guidance_zero_is_plain_sampling_and_guidance_needs_a_sane_weight(tmp_path):
+    write_generation_texts(tmp_path / "data", labelled=True)
+    config = write_generation_config(tmp_path, {"stream": False, "label_column": "label"}, epochs=2)
+    assert main(["train", config, "--out", str(tmp_path / "run")]) == 0
+    writer = nlp_rnn.load(tmp_path / "run")
+    options = {"label": "1", "num_samples": 4, "seed": 3, "max_new_tokens": 20}
+    assert writer.generate([""], guidance=0.0, **options) == writer.generate([""], **options)
+    guided = writer.generate([""], guidance=3.0, **options)
+    assert guided == writer.generate([""], guidance=3.0, **options) and guided != writer.generate([""], **options)
+    assert [r["text"] for r in guided] == ["".join(writer.stream("", label="1", seed=3 + i, max_new_tokens=20,
+                                                                 guidance=3.0)) for i in range(4)]
+    with pytest.raises(NlpRnnError, match="guidance must be >= 0"):
+        writer.generate([""], guidance=-1.0, **options)

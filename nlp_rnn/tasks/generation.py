@@ -344,6 +344,8 @@ class GenerationTask(Task):
         command.add_argument("--top-p", type=float, default=None)
         command.add_argument("--repetition-penalty", type=float, default=1.0)
         command.add_argument("--greedy", action="store_true", help="always the most likely token (no sampling)")
+        command.add_argument("--guidance", type=float, default=0.0, help="with --label: classifier-free guidance "
+                             "weight (0 = none); the label's own words weigh more")
         command.add_argument("--seed", type=int, default=None, help="sample i uses seed + i: the same text again")
         command.add_argument("--stop", default=None, help="stop when the text holds this string")
         command.add_argument("--json", action="store_true", help="one JSON object per sample")
@@ -421,36 +423,63 @@ class GeneratorPredictor:
 
     # -- decoding ----------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
-    def _steps(self, prompts: list[str], label: str | int | None, max_new_tokens: int, temperature: float,
-               top_k: int | None, top_p: float | None, repetition_penalty: float, greedy: bool,
-               seed: int | None, notices: list[list[str]]) -> Iterator[torch.Tensor]:
-        """Yield each step's new token per row (batch,); a row's tokens after its ``</s>`` are ``</s>``."""
-        if not greedy:
-            check_sampling(temperature, top_k, top_p, repetition_penalty)
-        label_id = self._label_id(label)
-        rows = len(prompts)
-        labels = None if label_id is None else torch.full((rows,), label_id, device=self.device)
-        states, last_logits, seen = [], [], torch.zeros(rows, self.task.tokenizer.get_vocab_size(), dtype=torch.bool)
-        cache: dict[str, tuple[State, torch.Tensor, list[int], list[str]]] = {}
-        for row, prompt in enumerate(prompts):  # each distinct prompt read once, in one call
-            if prompt not in cache:
+    def _prefill(self, prompts: list[str], labels: torch.Tensor | None,
+                 notices: list[list[str]]) -> tuple[State, torch.Tensor, list[list[int]]]:
+        """Read each row's prompt (each distinct prompt and label once): the batch's state, its next-token logits
+        (rows, vocab) and each row's prompt ids."""
+        cache: dict[tuple[str, int | None], tuple[State, torch.Tensor, list[int], list[str]]] = {}
+        states, last_logits, prompt_ids = [], [], []
+        for row, prompt in enumerate(prompts):
+            key = (prompt, None if labels is None else int(labels[row]))
+            if key not in cache:
                 found: list[str] = []
                 ids = self._prompt_ids(prompt, found)
-                output = self.model(torch.tensor([ids], device=self.device), labels[:1] if labels is not None else None)
-                cache[prompt] = (output.state, output.logits[0, -1], ids, found)
-            state, logits, ids, found = cache[prompt]
+                output = self.model(torch.tensor([ids], device=self.device),
+                                    None if labels is None else labels[row : row + 1])
+                cache[key] = (output.state, output.logits[0, -1], ids, found)
+            state, logits, ids, found = cache[key]
             notices[row].extend(found)
             states.append(state)
             last_logits.append(logits)
-            seen[row, ids] = True
+            prompt_ids.append(ids)
         state = [tuple(torch.cat([s[layer][k] for s in states]) for k in range(len(states[0][layer])))
                  for layer in range(len(states[0]))]
-        logits = torch.stack(last_logits)  # (rows, vocab)
+        return state, torch.stack(last_logits), prompt_ids
+
+    @torch.inference_mode()
+    def _steps(self, prompts: list[str], label: str | int | None, max_new_tokens: int, temperature: float,
+               top_k: int | None, top_p: float | None, repetition_penalty: float, greedy: bool,
+               seed: int | None, notices: list[list[str]], guidance: float = 0.0) -> Iterator[torch.Tensor]:
+        """Yield each step's new token per row (batch,); a row's tokens after its ``</s>`` are ``</s>``.
+
+        ``guidance`` > 0 (a conditioned model, a label asked for): classifier-free guidance (Sanchez et al.
+        2023), the next token drawn from log p(x | label) + guidance * (log p(x | label) - mean over the other
+        labels of log p(x | other)), so what sets the label apart from the others weighs more."""
+        if not greedy:
+            check_sampling(temperature, top_k, top_p, repetition_penalty)
+        if not (math.isfinite(guidance) and guidance >= 0):
+            raise NlpRnnError(f"guidance must be >= 0 (got {guidance}; 0 = none)")
+        label_id = self._label_id(label)
+        rows, vocab = len(prompts), self.task.tokenizer.get_vocab_size()
+        labels = None if label_id is None else torch.full((rows,), label_id, device=self.device)
+        state, logits, prompt_ids = self._prefill(prompts, labels, notices)
+        seen = torch.zeros(rows, vocab, dtype=torch.bool)
+        for row, ids in enumerate(prompt_ids):
+            seen[row, ids] = True
+        others = [i for i in range(len(self.labels)) if i != label_id] if label_id is not None and guidance else []
+        if others:  # the same prompts under every other label, stepped alongside
+            contrast_labels = torch.tensor(others * rows, device=self.device)
+            contrast_state, contrast_logits, _ = self._prefill([p for p in prompts for _ in others],
+                                                               contrast_labels, [[] for _ in range(rows * len(others))])
         generators = None if greedy else row_generators(seed, rows)
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
         for _ in range(max_new_tokens):
-            logits = penalize_repetition(logits.float(), seen.to(logits.device), repetition_penalty)
+            logits = logits.float()
+            if others:
+                wanted = logits.log_softmax(-1)
+                contrast = contrast_logits.float().log_softmax(-1).view(rows, len(others), vocab).mean(1)
+                logits = wanted + guidance * (wanted - contrast)
+            logits = penalize_repetition(logits, seen.to(logits.device), repetition_penalty)
             logits[:, [PAD_ID, BOS_ID, UNK_ID]] = float("-inf")  # never written
             tokens = next_tokens(logits, generators, temperature, top_k, top_p)
             tokens = torch.where(done, torch.full_like(tokens, EOS_ID), tokens)
@@ -460,6 +489,9 @@ class GeneratorPredictor:
             if bool(done.all()):
                 return
             logits, state = self.model.step(tokens, state, labels)
+            if others:
+                contrast_logits, contrast_state = self.model.step(tokens.repeat_interleave(len(others)),
+                                                                  contrast_state, contrast_labels)
 
     def _request(self, max_new_tokens: int, rows: int) -> tuple[int, list[list[str]]]:
         notices: list[list[str]] = [[] for _ in range(rows)]
@@ -474,7 +506,7 @@ class GeneratorPredictor:
     def generate(self, prompts: list[str] | None = None, label: str | int | None = None, num_samples: int = 1,
                  max_new_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, repetition_penalty: float = 1.0, greedy: bool = False,
-                 seed: int | None = None, stop: str | None = None) -> list[Generated]:
+                 seed: int | None = None, stop: str | None = None, guidance: float = 0.0) -> list[Generated]:
         """``num_samples`` continuations of each prompt (``[""]``: new texts), all in one batch. Row ``i`` (prompt
         ``i // num_samples``) samples with ``seed + i``, so a row gives the same text in any batch."""
         if isinstance(prompts, str):
@@ -485,7 +517,7 @@ class GeneratorPredictor:
         written: list[list[int]] = [[] for _ in rows]
         stopped = ["length"] * len(rows)
         for tokens in self._steps(rows, label, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                                  greedy, seed, notices):
+                                  greedy, seed, notices, guidance):
             for row, token in enumerate(tokens.tolist()):
                 if stopped[row] == "length" and token != EOS_ID:
                     written[row].append(token)
@@ -511,7 +543,7 @@ class GeneratorPredictor:
     def stream(self, prompt: str = "", label: str | int | None = None, max_new_tokens: int = 200,
                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                repetition_penalty: float = 1.0, greedy: bool = False, seed: int | None = None,
-               stop: str | None = None, notices: list[str] | None = None) -> Iterator[str]:
+               stop: str | None = None, notices: list[str] | None = None, guidance: float = 0.0) -> Iterator[str]:
         """The continuation of one prompt, piece by piece as it is written (the same text as ``generate`` with the
         same arguments). ``notices``: a list that receives what was changed about the request."""
         max_new_tokens, found = self._request(max_new_tokens, 1)
@@ -519,7 +551,7 @@ class GeneratorPredictor:
         written: list[int] = []
         shown = ""
         for tokens in self._steps([str(prompt)], label, max_new_tokens, temperature, top_k, top_p,
-                                  repetition_penalty, greedy, seed, found):
+                                  repetition_penalty, greedy, seed, found, guidance):
             if notices is not None and found[0]:
                 notices.extend(found[0])
                 found[0] = []
@@ -557,7 +589,7 @@ def _generate_command(args: argparse.Namespace) -> int:
     require(predictor, "generation", "generate")
     options = {"label": args.label, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
                "top_k": args.top_k, "top_p": args.top_p, "repetition_penalty": args.repetition_penalty,
-               "greedy": args.greedy, "stop": args.stop}
+               "greedy": args.greedy, "stop": args.stop, "guidance": args.guidance}
     if args.num_samples < 1:
         raise NlpRnnError(f"--num-samples must be >= 1 (got {args.num_samples})")
     if args.json:
