@@ -41,6 +41,7 @@ MAX_NEWS_CHARS = 5000
 MAX_BEAM = 10
 MAX_PROMPT_CHARS = 1000
 MAX_WRITE_TOKENS = 600  # the slider's end: a page of text streams in a few seconds
+GUIDANCE = 2.0  # the label strength a conditioned writer starts with (README: Generation)
 CONCURRENCY = 2  # model calls at once, all tabs together: the machines we size for have 2 cores
 QUEUE_SIZE = 256  # waiting requests beyond this are refused with a message
 
@@ -151,16 +152,18 @@ def translate(predictor, text: str, search: str = "beam", beam_size: int = 5, n_
 
 
 def write(writers: dict, model: str, prompt: str, label: str | None = None, temperature: float = 0.8,
-          top_k: int = 0, top_p: float = 0.95, max_tokens: int = 300, seed: int = 0):
+          top_k: int = 0, top_p: float = 0.95, max_tokens: int = 300, seed: int = 0, guidance: float = 0.0):
     """Stream a continuation of ``prompt`` by the writer named ``model``: yields (the text so far, notice); top_k 0
-    means no top-k. The same seed and settings give the same text."""
+    means no top-k; ``guidance`` weighs the label (conditioned writers only). The same seed and settings give the
+    same text."""
     writer = writers[model]
     prompt, notice = clean(prompt, MAX_PROMPT_CHARS)
     notices: list[str] = []
     text = prompt
     options = {"label": (label or None) if writer.labels else None, "temperature": float(temperature),
                "top_k": int(top_k) or None, "top_p": float(top_p),
-               "max_new_tokens": max(1, min(int(max_tokens), MAX_WRITE_TOKENS)), "seed": int(seed)}
+               "max_new_tokens": max(1, min(int(max_tokens), MAX_WRITE_TOKENS)), "seed": int(seed),
+               "guidance": float(guidance or 0.0) if writer.labels else 0.0}
     try:
         for piece in writer.stream(prompt, notices=notices, **options):
             text += piece
@@ -306,6 +309,8 @@ def generate_tab(writers: dict) -> None:
             label = gr.Dropdown(first.labels, value=first.labels[-1] if first.labels else None, label="Label",
                                 visible=bool(first.labels), elem_id="write-label",
                                 info="What to write (a model trained with a label column).")
+            guidance = gr.Slider(0.0, 5.0, value=GUIDANCE, step=0.5, label="Label strength (guidance; 0: none)",
+                                 visible=bool(first.labels), elem_id="guidance")
             with gr.Row():
                 temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="Temperature")
                 top_k = gr.Slider(0, 100, value=0, step=1, label="Top-k (0: off)")
@@ -324,10 +329,11 @@ def generate_tab(writers: dict) -> None:
 
     def choose(name):
         labels = writers[name].labels
-        return gr.update(choices=labels, value=labels[-1] if labels else None, visible=bool(labels))
+        return (gr.update(choices=labels, value=labels[-1] if labels else None, visible=bool(labels)),
+                gr.update(visible=bool(labels)))
 
-    model.change(choose, model, label, api_name=False)
-    inputs = [model, prompt, label, temperature, top_k, top_p, max_tokens, seed]
+    model.change(choose, model, [label, guidance], api_name=False)
+    inputs = [model, prompt, label, temperature, top_k, top_p, max_tokens, seed, guidance]
     write_button.click(lambda *args: (yield from write(writers, *args)), inputs, [text, write_notice],
                        api_name="write", concurrency_id="model")
 

@@ -37,14 +37,14 @@ def test_errors_reach_the_client_as_messages(client):
 
 
 def test_write_endpoint_streams(client):
-    job = client.submit("shakespeare-char", "ROMEO:\n", None, 0.8, 0, 0.95, 80, 5, api_name="/write")
+    job = client.submit("shakespeare-char", "ROMEO:\n", None, 0.8, 0, 0.95, 80, 5, 0.0, api_name="/write")
     final, notice = job.result()
     steps = [text for text, _ in job.outputs()]
     assert len(steps) > 10 and all(later.startswith(earlier) for earlier, later in itertools.pairwise(steps))
     assert final == steps[-1] and final.startswith("ROMEO:\n") and len(final) > len("ROMEO:\n") + 40
-    again, _ = client.predict("shakespeare-char", "ROMEO:\n", None, 0.8, 0, 0.95, 80, 5, api_name="/write")
+    again, _ = client.predict("shakespeare-char", "ROMEO:\n", None, 0.8, 0, 0.95, 80, 5, 0.0, api_name="/write")
     assert again == final  # the same seed, the same text
-    review, _ = client.predict("reviews-imdb", "This movie", "pos", 0.8, 0, 0.95, 60, 5, api_name="/write")
+    review, _ = client.predict("reviews-imdb", "This movie", "pos", 0.8, 0, 0.95, 60, 5, 2.0, api_name="/write")
     assert review.startswith("This movie") and len(review) > len("This movie") + 40
     with pytest.raises(AppError, match="temperature must be > 0"):
-        client.predict("shakespeare-char", "ROMEO:", None, 0.0, 0, 0.95, 20, 5, api_name="/write")
+        client.predict("shakespeare-char", "ROMEO:", None, 0.0, 0, 0.95, 20, 5, 0.0, api_name="/write")
