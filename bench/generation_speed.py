@@ -32,13 +32,14 @@ def training(config_path: str, overrides: list[str], steps: int) -> dict[str, fl
 
 def writing_speed(run: str, prompt: str, new_tokens: int = 300) -> dict[str, float]:
     writer = nlp_rnn.load(run)
+    label = writer.labels[-1] if writer.labels else None  # a conditioned writer writes on request of a label
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     result = {}
-    writer.generate([prompt], max_new_tokens=20, seed=0)  # warm-up
+    writer.generate([prompt], label=label, max_new_tokens=20, seed=0)  # warm-up
     for samples in (1, 16):
         started = time.perf_counter()
-        found = writer.generate([prompt], num_samples=samples, max_new_tokens=new_tokens, seed=0)
+        found = writer.generate([prompt], label=label, num_samples=samples, max_new_tokens=new_tokens, seed=0)
         written = sum(r["tokens"] for r in found)
         result[f"write_tokens_per_second_batch_{samples}_1_thread"] = written / (time.perf_counter() - started)
     torch.set_num_threads(threads)

@@ -97,6 +97,8 @@ def test_a_conditioned_model_writes_the_requested_label(tmp_path):
     assert all("bad" in r["text"] and "good" not in r["text"] for r in bad), bad
     with pytest.raises(NlpRnnError, match="unknown label 'maybe'; this model writes: 0, 1"):
         writer.generate([""], label="maybe")
+    with pytest.raises(NlpRnnError, match="this model writes on request of a label; give one of: 0, 1"):
+        writer.generate(["good"])
 
 
 @pytest.mark.slow

@@ -397,6 +397,9 @@ class GeneratorPredictor:
 
     def _label_id(self, label: str | int | None) -> int | None:
         if label is None or label == "":
+            if self.labels:
+                raise NlpRnnError(f"{self.run_dir}: this model writes on request of a label; give one of: "
+                                  f"{', '.join(self.labels)}")
             return None
         if not self.labels:
             raise NlpRnnError(f"{self.run_dir}: this model is not conditioned on a label (got {label!r})")
