@@ -2,7 +2,8 @@
 (the last validation at or before each) and a plot, with reference points to beat.
 
     python bench/loss_curve.py runs/shakespeare_fast runs/shakespeare_char [--at 100 600 1800 3600]
-        [--reference "nanoGPT CPU recipe (99 s)=99:1.886"] [--plot docs/shakespeare-loss.png] [--json OUT]
+        [--reference "nanoGPT CPU recipe (99 s)=99:1.886"] [--reference "nanoGPT GPU recipe=1.47"]
+        [--plot docs/shakespeare-loss.png] [--json OUT]
 
 Time is the run's training seconds (``seconds`` in each epoch record: the optimizer steps, not validation or
 data loading); loss is the validation split's, in nats per token, after each epoch.
@@ -46,11 +47,17 @@ def main() -> None:
         print(f"{run.name}: " + ", ".join(f"<= {k} s: {v:.4f}" if v is not None else f"<= {k} s: (no epoch yet)"
                                          for k, v in at.items()))
         axes.plot([s for s, _ in points], [loss for _, loss in points], marker="o", label=run.name)
-    for reference in args.reference:
+    for reference in args.reference:  # NAME=SECONDS:LOSS a point; NAME=LOSS a level whose time is not comparable
         name, point = reference.rsplit("=", 1)
-        seconds, loss = map(float, point.split(":"))
-        axes.scatter([seconds], [loss], marker="x", s=80, color="black", zorder=5)
-        axes.annotate(name, (seconds, loss), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        if ":" in point:
+            seconds, loss = map(float, point.split(":"))
+            axes.scatter([seconds], [loss], marker="x", s=80, color="black", zorder=5)
+            axes.annotate(name, (seconds, loss), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        else:
+            seconds, loss = None, float(point)
+            axes.axhline(loss, color="grey", linestyle=":", linewidth=1)
+            axes.annotate(name, (0.01, loss), xycoords=("axes fraction", "data"), textcoords="offset points",
+                          xytext=(0, 4), fontsize=8, color="grey")
         result.setdefault("references", {})[name] = [seconds, loss]
     axes.set_xscale("log")
     axes.set_xlabel("training seconds (log scale)")

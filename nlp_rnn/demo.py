@@ -306,7 +306,8 @@ def generate_tab(writers: dict) -> None:
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt",
                                 value=WRITING_EXAMPLES.get(names[0], [""])[0],
                                 info=f"Up to {MAX_PROMPT_CHARS:,} characters; empty: a new text from its start.")
-            label = gr.Dropdown(first.labels, value=first.labels[-1] if first.labels else None, label="Label",
+            every_label = list(dict.fromkeys(name for writer in writers.values() for name in writer.labels))
+            label = gr.Dropdown(every_label, value=first.labels[-1] if first.labels else None, label="Label",
                                 visible=bool(first.labels), elem_id="write-label",
                                 info="What to write (a model trained with a label column).")
             guidance = gr.Slider(0.0, 5.0, value=GUIDANCE, step=0.5, label="Label strength (guidance; 0: none)",

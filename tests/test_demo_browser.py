@@ -238,6 +238,17 @@ box.dispatchEvent(new Event("change", {bubbles: true}));
 """
 
 
+def displayed(browser, element_id: str) -> bool | None:
+    """Whether the element is shown (False when gone from the page); None while the page re-renders it."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return any(e.is_displayed() for e in browser.find_elements(By.ID, element_id))
+    except StaleElementReferenceException:
+        return None
+
+
 def written(browser) -> str:
     return browser.execute_script("return document.querySelector('#written textarea').value")
 
@@ -270,7 +281,7 @@ def test_generate_tab(browser, demo_url, tmp_path):
     wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#prompt textarea"))
     [choice] = [c for c in browser.find_elements(By.CSS_SELECTOR, "#writer label") if "reviews-imdb" in c.text]
     choice.click()  # the review writer: its label appears
-    wait_for(browser, lambda: browser.find_element(By.ID, "write-label").is_displayed())
+    wait_for(browser, lambda: displayed(browser, "write-label") is True)
     browser.execute_script(SET_TEXT, "#prompt textarea", "This movie")
     browser.execute_script(SET_INPUT, "#seed input", "7")
     lengths, first = write_and_watch(browser)
@@ -284,7 +295,7 @@ def test_generate_tab(browser, demo_url, tmp_path):
     assert other != first and other.startswith("This movie")
     [choice] = [c for c in browser.find_elements(By.CSS_SELECTOR, "#writer label") if "shakespeare" in c.text]
     choice.click()
-    wait_for(browser, lambda: not browser.find_element(By.ID, "write-label").is_displayed())
+    wait_for(browser, lambda: displayed(browser, "write-label") is False)
     browser.execute_script(SET_TEXT, "#prompt textarea", "ROMEO:\n")
     _, verse = write_and_watch(browser)
     assert verse.startswith("ROMEO:\n") and len(verse) > 100
