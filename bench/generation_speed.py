@@ -14,12 +14,10 @@ counted. Prints the CPU model and its vector flags first: figures from different
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
-from machine import cpu, training_speed  # bench/machine.py (bench/ is the script's folder)
+from machine import cpu, report, training_speed  # bench/machine.py (bench/ is the script's folder)
 
 import nlp_rnn
 from nlp_rnn.config import load_config
@@ -63,10 +61,7 @@ def main() -> None:
               **training(args.config, args.set, args.steps)}
     if args.run:
         result.update(run=args.run, **writing_speed(args.run, args.prompt))
-    for key, value in result.items():
-        print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    report(result, args.json)
 
 
 if __name__ == "__main__":

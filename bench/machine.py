@@ -54,3 +54,13 @@ def training_speed(config, steps: int, warmup: int) -> dict:
             tokens += batch.num_tokens
     return {"train_tokens_per_second": tokens / seconds, "train_steps": steps, "batch_size": config.train.batch_size,
             "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def report(result: dict, json_path: str | None) -> None:
+    """Print every figure (floats to one decimal) and, with ``json_path``, write them all there."""
+    import json
+
+    for key, value in result.items():
+        print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

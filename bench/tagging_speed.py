@@ -14,13 +14,11 @@ flags first: figures from different CPUs are not comparable.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
-from machine import cpu, training_speed  # bench/machine.py (bench/ is the script's folder)
+from machine import cpu, report, training_speed  # bench/machine.py (bench/ is the script's folder)
 
 import nlp_rnn
 from nlp_rnn.config import load_config
@@ -71,10 +69,7 @@ def main() -> None:
     print(f"CPU: {cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     result = {"cpu": cpu(), "threads": torch.get_num_threads(),
               **(training(args.config, args.steps) if args.steps else {}), **tagging_speed(args.run)}
-    for key, value in result.items():
-        print(f"{key}: {value:.1f}" if isinstance(value, float) else f"{key}: {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    report(result, args.json)
 
 
 if __name__ == "__main__":

@@ -84,12 +84,19 @@ def test_generate_command_streams_and_prints_json(tiny_writer):
     assert capped.returncode == 0 and "note: max_new_tokens 999999 capped to 5000" in capped.stderr.decode()
 
 
+@pytest.fixture(scope="module")
+def conditioned_writer(tmp_path_factory):
+    """A tiny writer of labelled texts: label 1 texts say "good", label 0 texts "bad"."""
+    folder = tmp_path_factory.mktemp("conditioned")
+    write_generation_texts(folder / "data", labelled=True)
+    config = write_generation_config(folder, {"stream": False, "label_column": "label"}, epochs=6)
+    assert main(["train", config, "--out", str(folder / "run")]) == 0
+    return nlp_rnn.load(folder / "run")
+
+
 @pytest.mark.slow
-def test_a_conditioned_model_writes_the_requested_label(tmp_path):
-    write_generation_texts(tmp_path / "data", labelled=True)
-    config = write_generation_config(tmp_path, {"stream": False, "label_column": "label"}, epochs=6)
-    assert main(["train", config, "--out", str(tmp_path / "run")]) == 0
-    writer = nlp_rnn.load(tmp_path / "run")
+def test_a_conditioned_model_writes_the_requested_label(conditioned_writer):
+    writer = conditioned_writer
     assert writer.labels == ["0", "1"]
     good = writer.generate([""], label="1", num_samples=5, seed=0, temperature=0.7)
     bad = writer.generate([""], label="0", num_samples=5, seed=0, temperature=0.7)
@@ -130,11 +137,8 @@ def test_a_subword_continuation_keeps_the_space_before_its_first_word():
 
 
 @pytest.mark.slow
-def test_guidance_zero_is_plain_sampling_and_guidance_needs_a_sane_weight(tmp_path):
-    write_generation_texts(tmp_path / "data", labelled=True)
-    config = write_generation_config(tmp_path, {"stream": False, "label_column": "label"}, epochs=2)
-    assert main(["train", config, "--out", str(tmp_path / "run")]) == 0
-    writer = nlp_rnn.load(tmp_path / "run")
+def test_guidance_zero_is_plain_sampling_and_guidance_needs_a_sane_weight(conditioned_writer):
+    writer = conditioned_writer
     options = {"label": "1", "num_samples": 4, "seed": 3, "max_new_tokens": 20}
     assert writer.generate([""], guidance=0.0, **options) == writer.generate([""], **options)
     guided = writer.generate([""], guidance=3.0, **options)
