@@ -121,3 +121,56 @@ def detach_state(state: State) -> State:
 
 def select_rows(state: State, rows: Tensor) -> State:
     return [tuple(t.index_select(0, rows) for t in layer) for layer in state]
+
+
+# -- beam search: search.py's encode / decode_step over the language model --------------------------------------
+
+class PromptState(NamedTuple):
+    layers: State
+    pending: Tensor  # (rows, vocab): what follows each prompt, returned by the first step
+    started: bool  # the first step has been taken
+
+    def select(self, index: Tensor) -> PromptState:
+        return PromptState(select_rows(self.layers, index), self.pending.index_select(0, index), self.started)
+
+
+class Prompts(NamedTuple):
+    initial_state: PromptState
+    labels: Tensor | None  # (rows,)
+
+    def select(self, index: Tensor) -> Prompts:
+        labels = None if self.labels is None else self.labels.index_select(0, index)
+        return Prompts(self.initial_state.select(index), labels)
+
+
+class LMStep(NamedTuple):
+    logits: Tensor  # (rows, vocab)
+    state: PromptState
+    attention: None = None
+
+
+class PromptedLM:
+    """A causal LM through the interface ``nlp_rnn.search`` searches: ``encode`` reads every prompt (a row of
+    ``src``: ``<s>`` and the prompt's ids), and ``decode_step``'s first call returns what follows each prompt (the
+    ``<s>`` that search feeds first is not read again); later calls read the chosen tokens."""
+
+    def __init__(self, model: CausalLM, labels: Tensor | None = None) -> None:
+        self.model = model
+        self.labels = labels
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> Prompts:
+        states, pending = [], []
+        for row, length in enumerate(src_lengths.tolist()):  # one call per prompt: no padding is read
+            labels = None if self.labels is None else self.labels[row : row + 1]
+            output = self.model(src[row : row + 1, :length], labels)
+            states.append(output.state)
+            pending.append(output.logits[0, -1])
+        layers = [tuple(torch.cat([s[i][k] for s in states]) for k in range(len(states[0][i])))
+                  for i in range(len(states[0]))]
+        return Prompts(PromptState(layers, torch.stack(pending), False), self.labels)
+
+    def decode_step(self, tokens: Tensor, state: PromptState, source: Prompts) -> LMStep:
+        if not state.started:
+            return LMStep(state.pending, PromptState(state.layers, state.pending, True))
+        logits, layers = self.model.step(tokens, state.layers, source.labels)
+        return LMStep(logits, PromptState(layers, state.pending, True))

@@ -147,3 +147,17 @@ def test_guidance_zero_is_plain_sampling_and_guidance_needs_a_sane_weight(condit
                                                                  guidance=3.0)) for i in range(4)]
     with pytest.raises(NlpRnnError, match="guidance must be >= 0"):
         writer.generate([""], guidance=-1.0, **options)
+
+
+@pytest.mark.slow
+def test_beam_search_of_width_one_is_greedy_and_a_wider_beam_writes_the_pattern(tiny_writer):
+    writer = nlp_rnn.load(tiny_writer)
+    greedy = writer.generate(["the c", "a d"], greedy=True, max_new_tokens=30)
+    beam1 = writer.generate(["the c", "a d"], beam_size=1, max_new_tokens=30)
+    assert [r["text"] for r in beam1] == [r["text"] for r in greedy]
+    best = writer.generate(["the c"], beam_size=4, num_samples=2, max_new_tokens=30)
+    assert len(best) == 2 and best[0]["text"].startswith("at sat on the mat.") and best[0]["text"] != best[1]["text"]
+    result = run_cli("generate", str(tiny_writer), "--prompt", "the c", "--beam", "3", "--max-new-tokens", "20")
+    assert result.returncode == 0 and result.stdout.decode().startswith("the cat sat on the mat.")
+    with pytest.raises(NlpRnnError, match="beam_size must be"):
+        writer.generate(["the"], beam_size=2, num_samples=3)

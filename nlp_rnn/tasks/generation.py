@@ -344,6 +344,8 @@ class GenerationTask(Task):
         command.add_argument("--top-p", type=float, default=None)
         command.add_argument("--repetition-penalty", type=float, default=1.0)
         command.add_argument("--greedy", action="store_true", help="always the most likely token (no sampling)")
+        command.add_argument("--beam", type=int, default=None, help="beam search of this width (no sampling); "
+                             "--num-samples best continuations")
         command.add_argument("--guidance", type=float, default=0.0, help="with --label: classifier-free guidance "
                              "weight (0 = none); the label's own words weigh more")
         command.add_argument("--seed", type=int, default=None, help="sample i uses seed + i: the same text again")
@@ -509,12 +511,16 @@ class GeneratorPredictor:
     def generate(self, prompts: list[str] | None = None, label: str | int | None = None, num_samples: int = 1,
                  max_new_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, repetition_penalty: float = 1.0, greedy: bool = False,
-                 seed: int | None = None, stop: str | None = None, guidance: float = 0.0) -> list[Generated]:
+                 seed: int | None = None, stop: str | None = None, guidance: float = 0.0,
+                 beam_size: int | None = None) -> list[Generated]:
         """``num_samples`` continuations of each prompt (``[""]``: new texts), all in one batch. Row ``i`` (prompt
-        ``i // num_samples``) samples with ``seed + i``, so a row gives the same text in any batch."""
+        ``i // num_samples``) samples with ``seed + i``, so a row gives the same text in any batch. ``beam_size``:
+        beam search instead (``nlp_rnn.search``, GNMT length penalty), the ``num_samples`` best continuations."""
         if isinstance(prompts, str):
             raise TypeError("generate takes a list of prompts; wrap a single prompt in a list")
         prompts = [str(p) for p in (prompts if prompts else [""])]
+        if beam_size is not None:
+            return self._beam(prompts, label, max(1, num_samples), max_new_tokens, beam_size, stop)
         rows = [p for p in prompts for _ in range(max(1, num_samples))]
         max_new_tokens, notices = self._request(max_new_tokens, len(rows))
         written: list[list[int]] = [[] for _ in rows]
@@ -542,6 +548,33 @@ class GeneratorPredictor:
         return results
 
     predict = generate
+
+    @torch.inference_mode()
+    def _beam(self, prompts: list[str], label: str | int | None, n_best: int, max_new_tokens: int, beam_size: int,
+              stop: str | None) -> list[Generated]:
+        from nlp_rnn.batching import pad
+        from nlp_rnn.generator import PromptedLM
+        from nlp_rnn.search import beam_search
+
+        if beam_size < 1 or n_best > beam_size:
+            raise NlpRnnError(f"beam_size must be >= 1 and >= num_samples (got {beam_size} and {n_best})")
+        max_new_tokens, notices = self._request(max_new_tokens, len(prompts))
+        label_id = self._label_id(label)
+        heads = [self._prompt_ids(prompt, found) for prompt, found in zip(prompts, notices, strict=True)]
+        src, lengths, _ = pad(heads, PAD_ID)
+        labels = None if label_id is None else torch.full((len(prompts),), label_id, device=self.device)
+        found = beam_search(PromptedLM(self.model, labels), src.to(self.device), lengths, beam_size=beam_size,
+                            max_length_ratio=float(max_new_tokens), max_output_length=max_new_tokens, n_best=n_best)
+        label_name = None if label_id is None else self.labels[label_id]
+        results = []
+        for prompt, head, hypotheses, row_notices in zip(prompts, heads, found, notices, strict=True):
+            for hypothesis in hypotheses:
+                text, reason = self._decode(head, hypothesis.tokens), "end" if hypothesis.ended else "length"
+                if stop and stop in text:
+                    text, reason = text[: text.index(stop)], "stop"
+                results.append(Generated(prompt=prompt, label=label_name, text=text, tokens=len(hypothesis.tokens),
+                                         stopped=reason, seed=None, notices=row_notices))
+        return results
 
     def stream(self, prompt: str = "", label: str | int | None = None, max_new_tokens: int = 200,
                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -595,9 +628,11 @@ def _generate_command(args: argparse.Namespace) -> int:
                "greedy": args.greedy, "stop": args.stop, "guidance": args.guidance}
     if args.num_samples < 1:
         raise NlpRnnError(f"--num-samples must be >= 1 (got {args.num_samples})")
-    if args.json:
-        for result in predictor.generate([args.prompt], num_samples=args.num_samples, seed=args.seed, **options):
-            print(json.dumps(result))
+    if args.json or args.beam is not None:  # beam search has nothing to stream before it ends
+        found = predictor.generate([args.prompt], num_samples=args.num_samples, seed=args.seed,
+                                   beam_size=args.beam, **options)
+        print(("\n" if args.json else "\n\n").join(json.dumps(r) if args.json else r["prompt"] + r["text"]
+                                                    for r in found))
         return 0
     for sample in range(args.num_samples):
         seed = None if args.seed is None else args.seed + sample
