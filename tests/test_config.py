@@ -173,9 +173,10 @@ def test_bench_configs_are_found():
 def test_save_then_load_round_trips(tmp_path, path):
     overrides = ["train.lr=1.0e-5", "train.max_tokens=4096", "data.validation_split=null", "train.clip_norm=null"]
     task = read_yaml(path).get("task", "classification") if path is not None else "classification"
-    overrides += (["model.encoder_cell=peephole_lstm", "model.input_feeding=true", "model.attention=luong_dot",
-                   "model.decoder_hidden_size=24", "model.hidden_size=12"] if task == "translation"
-                  else ["model.cell=peephole_lstm", "model.bidirectional=false"])
+    overrides += {"translation": ["model.encoder_cell=peephole_lstm", "model.input_feeding=true",
+                                  "model.attention=luong_dot", "model.decoder_hidden_size=24", "model.hidden_size=12"],
+                  "generation": ["model.cell=peephole_lstm", "model.tie_weights=true"]}.get(
+        task, ["model.cell=peephole_lstm", "model.bidirectional=false"])
     if path is None:
         config = config_from_dict(parse_overrides(overrides))
     else:

@@ -51,6 +51,13 @@ def assert_the_run_loads_and_predicts(config: Config, run_dir: Path, metrics: di
         assert all(set(r["tags"]) <= set(metrics["labels"]) for r in results)
         assert all(text[e["start"] : e["end"]] == e["text"] for text, r in zip(texts, results, strict=True)
                    for e in r["entities"])
+    elif config.task == "generation":
+        writer = nlp_rnn.load(run_dir)
+        label = writer.labels[-1] if writer.labels else None
+        written = writer.generate(["The", ""], label=label, num_samples=2, max_new_tokens=12, seed=0)
+        assert len(written) == 4 and all(r["tokens"] <= 12 and r["stopped"] in ("end", "length") for r in written)
+        assert written == writer.generate(["The", ""], label=label, num_samples=2, max_new_tokens=12, seed=0)
+        assert writer.labels == metrics["labels"] if config.data.label_column else not writer.labels
     else:
         from nlp_rnn import checkpoint as ckpt
         from nlp_rnn.batching import Collator
