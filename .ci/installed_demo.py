@@ -5,8 +5,8 @@ directory outside the checkout:
 
 Checks that nlp_rnn is imported from the venv (not the checkout), that ``nlp-rnn demo`` without run folders is one
 clear error line, then serves CHECKOUT's shipped models on a free port, waits until the page answers, calls the
-classify, translate and entities endpoints once each, and stops the server. Any failure exits 1 with one ``error:``
-line.
+classify, translate, entities and write endpoints once each, and stops the server. Any failure exits 1 with one
+``error:`` line.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-STARTUP_TIMEOUT_S = 300  # importing gradio and torch and loading the three models on a busy 2-core machine
-OPTIONS = "--sentiment RUN_DIR, --translation RUN_DIR and --entities RUN_DIR"
+STARTUP_TIMEOUT_S = 300  # importing gradio and torch and loading the five models on a busy 2-core machine
+OPTIONS = "--sentiment RUN_DIR, --translation RUN_DIR, --entities RUN_DIR and --generate RUN_DIR"
 
 
 def fail(message: str, log: Path | None = None) -> None:
@@ -57,7 +57,9 @@ def main() -> None:
     with log.open("w") as log_file:
         server = subprocess.Popen([nlp_rnn_command, "demo", "--sentiment", str(models / "sentiment-imdb"),
                                    "--translation", str(models / "translate-de-en"),
-                                   "--entities", str(models / "ner-conll2003"), "--port", str(port),
+                                   "--entities", str(models / "ner-conll2003"),
+                                   "--generate", f"{models / 'shakespeare-char'},{models / 'reviews-imdb'}",
+                                   "--port", str(port),
                                    "--device", "cpu"], stdout=log_file, stderr=subprocess.STDOUT)
     try:
         started, deadline = time.monotonic(), time.monotonic() + STARTUP_TIMEOUT_S
@@ -88,8 +90,11 @@ def main() -> None:
         entities = [row[:2] for row in table["data"]]
         if ["LOC", "Paris"] not in entities:
             fail(f"/entities of 'Emmanuel Macron arrived in Paris .' returned {table!r}", log)
-        print(f"installed demo: /classify -> {scores['label']}, /translate -> {english!r}, /entities -> {entities}",
-              flush=True)
+        written, _ = client.predict("shakespeare-char", "ROMEO:\n", None, 0.8, 0, 0.95, 40, 0, 0.0, api_name="/write")
+        if not written.startswith("ROMEO:\n") or len(written) < 20:
+            fail(f"/write after 'ROMEO:' returned {written!r}", log)
+        print(f"installed demo: /classify -> {scores['label']}, /translate -> {english!r}, /entities -> {entities}, "
+              f"/write -> {written[:40]!r}", flush=True)
     finally:
         server.terminate()
         try:
