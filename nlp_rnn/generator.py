@@ -119,6 +119,12 @@ def detach_state(state: State) -> State:
     return [tuple(t.detach() for t in layer) for layer in state]
 
 
+def cat_states(states: list[State]) -> State:
+    """The states of several batches as one batch, rows in order."""
+    return [tuple(torch.cat([state[layer][k] for state in states]) for k in range(len(states[0][layer])))
+            for layer in range(len(states[0]))]
+
+
 def select_rows(state: State, rows: Tensor) -> State:
     return [tuple(t.index_select(0, rows) for t in layer) for layer in state]
 
@@ -165,9 +171,7 @@ class PromptedLM:
             output = self.model(src[row : row + 1, :length], labels)
             states.append(output.state)
             pending.append(output.logits[0, -1])
-        layers = [tuple(torch.cat([s[i][k] for s in states]) for k in range(len(states[0][i])))
-                  for i in range(len(states[0]))]
-        return Prompts(PromptState(layers, torch.stack(pending), False), self.labels)
+        return Prompts(PromptState(cat_states(states), torch.stack(pending), False), self.labels)
 
     def decode_step(self, tokens: Tensor, state: PromptState, source: Prompts) -> LMStep:
         if not state.started:

@@ -116,7 +116,7 @@ def test_plateau_schedule_halves_the_rate_after_an_epoch_without_improvement(tmp
         best = value if improved else best
         assert after["lr"] == pytest.approx(before["lr"] * (1.0 if improved else 0.5), rel=1e-12)
         dropped.append(not improved)
-    assert True in dropped and False in dropped  # this seeded run exercises both branches
+    assert any(dropped) and not all(dropped)  # this seeded run both drops the rate and keeps it
 
 
 def reference_factor(schedule: str, step: int, total_steps: int, warmup_ratio: float) -> float:

@@ -37,7 +37,7 @@ from nlp_rnn.batching import BucketBatchSampler, pad
 from nlp_rnn.config import Config, DataConfig, TrainConfig, _bounded, _choice
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import autocast
-from nlp_rnn.generator import CausalLM, State, detach_state
+from nlp_rnn.generator import CausalLM, State, cat_states, detach_state
 from nlp_rnn.sampling import check_sampling, next_tokens, penalize_repetition, row_generators
 from nlp_rnn.tasks import register_task
 from nlp_rnn.tasks.base import Task, check_cell, has_text
@@ -232,21 +232,23 @@ class GenerationTask(Task):
         return [[BOS_ID, *encoding.ids, EOS_ID] for encoding in self.tokenizer.encode_batch(texts)]
 
     def encode_training(self, split: datasets.Dataset) -> Dataset:
-        data = self.config.data
-        if data.stream:
-            stream = [token for ids in self._texts(split) for token in ids]
-            return StreamChunks(stream, self.config.train.batch_size, data.bptt)
+        if self.config.data.stream:
+            return self._chunks(split, self.config.train.batch_size)
         return self._documents(split)
 
     def encode(self, split: datasets.Dataset) -> Dataset:
-        data = self.config.data
-        if data.stream:
-            stream = [token for ids in self._texts(split) for token in ids]
-            chunks = StreamChunks(stream, data.eval_streams, data.bptt)
-            if not len(chunks):
-                raise NlpRnnError(f"{data.source}: a split has {len(stream)} tokens, too few for data.bptt {data.bptt}")
-            return chunks
+        if self.config.data.stream:
+            return self._chunks(split, self.config.data.eval_streams)
         return self._documents(split)
+
+    def _chunks(self, split: datasets.Dataset, rows: int) -> StreamChunks:
+        """The split's texts as one stream, laid out in ``rows`` parallel rows of ``data.bptt``-token chunks."""
+        data = self.config.data
+        stream = [token for ids in self._texts(split) for token in ids]
+        chunks = StreamChunks(stream, rows, data.bptt)
+        if not len(chunks):
+            raise NlpRnnError(f"{data.source}: a split has {len(stream)} tokens, too few for data.bptt {data.bptt}")
+        return chunks
 
     def _documents(self, split: datasets.Dataset) -> Documents:
         limit = self.config.data.max_length  # predictions per row: a longer text is cut (and has no </s>)
@@ -447,9 +449,7 @@ class GeneratorPredictor:
             states.append(state)
             last_logits.append(logits)
             prompt_ids.append(ids)
-        state = [tuple(torch.cat([s[layer][k] for s in states]) for k in range(len(states[0][layer])))
-                 for layer in range(len(states[0]))]
-        return state, torch.stack(last_logits), prompt_ids
+        return cat_states(states), torch.stack(last_logits), prompt_ids
 
     @torch.inference_mode()
     def _steps(self, prompts: list[str], label: str | int | None, max_new_tokens: int, temperature: float,
