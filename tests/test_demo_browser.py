@@ -286,7 +286,9 @@ def test_generate_tab(browser, demo_url, tmp_path):
     browser.execute_script(SET_INPUT, "#seed input", "7")
     lengths, first = write_and_watch(browser)
     assert first.startswith("This movie") and len(first) > 100
-    assert len(lengths) >= 3 and lengths == sorted(lengths)  # it grew in the page while it was written
+    # it grew in the page while it was written: a shorter text was on show before the final one (a fast machine
+    # writes 300 tokens in about a second, so the page may show only one step on the way)
+    assert len(lengths) >= 2 and lengths == sorted(lengths) and lengths[0] < len(first)
     screenshot(browser, tmp_path, "demo-generate.png")
     _, again = write_and_watch(browser)
     assert again == first  # the same seed, the same text
