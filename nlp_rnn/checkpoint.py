@@ -122,7 +122,8 @@ class RunFolder:
     ``config.yaml`` (the resolved config), the tokenizer file(s), ``model.safetensors`` (best weights and their
     metadata), ``metrics.json``, ``log.jsonl``, ``training_state.pt`` (for --resume), ``command.txt``,
     ``learning_curve.png``, ``attention/`` (translation plots), ``evaluation/SPLIT/`` (``nlp-rnn evaluate``),
-    ``README.md`` (the model card, ``nlp-rnn pack``) and ``onnx/`` (``nlp-rnn export``). A packed ensemble
+    ``README.md`` (the model card, ``nlp-rnn pack``), ``onnx/`` (``nlp-rnn export``) and ``tensorboard/``
+    (``train.tensorboard``). A packed ensemble
     (``nlp-rnn pack --ensemble``) holds packed runs in ``ensemble/``, listed in ``ensemble.json``, and the first
     one's config; loading it loads them all.
     """
@@ -145,6 +146,7 @@ class RunFolder:
     ENSEMBLE_LIST = "ensemble.json"  # their folder names in ensemble/, in order
     SEEDS_LIST = "seeds.json"  # a folder of seeds (nlp-rnn train --seeds): the seeds, each run in seed-N/
     SUMMARY = "summary.json"  # ... and the mean and standard deviation of their validation scores
+    TENSORBOARD = "tensorboard"  # event files (train.tensorboard: true)
     # what a shipped copy keeps (no training state): files, then folders; tokenizer files come from the task
     SHIPPED = (CONFIG, METRICS, LOG, LEARNING_CURVE, COMMAND, CALIBRATION)
     SHIPPED_FOLDERS = (EVALUATION, ATTENTION)
@@ -200,6 +202,10 @@ class RunFolder:
     @property
     def calibration(self) -> Path:
         return self.path / self.CALIBRATION
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / self.TENSORBOARD
 
     @property
     def onnx(self) -> Path:

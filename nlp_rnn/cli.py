@@ -1,4 +1,4 @@
-"""``nlp-rnn train | evaluate | predict | pack | export | demo``.
+"""``nlp-rnn train | tune | diagnose | evaluate | predict | pack | export | demo``.
 
 Errors the user can fix print one line, never a traceback."""
 
@@ -74,6 +74,53 @@ def _train(args: argparse.Namespace) -> int:
     names = get_task(metrics.get("task") or config.task).metrics
     scores = ", ".join(f"{name} {validation[name]:.4f}" for name in names if name in validation)
     print(f"best epoch {metrics['best_epoch']}: validation {scores}; run folder {out}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from nlp_rnn.tuning import tune
+
+    out = Path(args.out) if args.out else Path("runs") / f"tune-{Path(args.config).stem}"
+    summary = tune(args.config, args.space, args.trials, out, overrides=args.set, timeout=args.timeout,
+                   sampler=args.sampler, pruner=args.pruner, storage=args.storage, study_name=args.study,
+                   seed=args.seed, heartbeat=args.heartbeat, startup_trials=args.startup_trials)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    counts = ", ".join(f"{count} {state}" for state, count in summary["trials"].items())
+    print(f"study {summary['study']!r}: {counts}; table in {out / 'trials.csv'}")
+    if "best_trial" not in summary:
+        print("no trial has finished yet")
+        return 0
+    params = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                       for key, value in summary["best_params"].items())
+    print(f"best trial {summary['best_trial']}: validation {summary['metric']} {summary['best_value']:.4f} "
+          f"({params}); run folder {summary['best_run']}")
+    print(f"best config: {summary['best_config']} (nlp-rnn train {summary['best_config']})")
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from nlp_rnn.diagnostics import FLOW_PLOT, NORMS_PLOT, RESULTS, diagnose_gradients, parse_cells
+
+    out = Path(args.out) if args.out else Path("runs") / f"diagnose-{Path(args.source).stem}"
+    results = diagnose_gradients(args.source, out, parse_cells(args.cells), length=args.length, batches=args.batches,
+                                 batch_size=args.batch_size, steps=args.steps, overrides=args.set)
+    far = args.length - 1
+    print(f"mean ||dLoss/dh_t|| at the last step -> {far} steps before it ({results['dataset']}, "
+          f"{args.batches} x {args.batch_size} texts):")
+    for cell, entry in results["cells"].items():
+        line = f"  {cell:<14} init {entry['init'][0]:.3g} -> {entry['init'][far]:.3g} (x{entry['decay']['init']:.2g})"
+        if "trained" in entry:
+            line += (f"; after {args.steps} steps {entry['trained'][0]:.3g} -> {entry['trained'][far]:.3g} "
+                     f"(x{entry['decay']['trained']:.2g})")
+            clipped, unclipped = entry["grad_norms_clipped"], entry["grad_norms_unclipped"]
+            if clipped and unclipped:
+                line += (f"; gradient norm max {max(clipped):.3g} clipped at {results['clip_norm']:g}, "
+                         f"{max(unclipped):.3g} unclipped")
+        print(line)
+    written = [FLOW_PLOT, *([NORMS_PLOT] if args.steps else []), RESULTS]
+    print(f"written to {out}: {', '.join(written)}")
     return 0
 
 
@@ -222,7 +269,7 @@ class _IntermixedParser(argparse.ArgumentParser):
     _parsing = False  # parse_known_intermixed_args calls parse_known_args itself (Python < 3.12)
 
     def parse_known_args(self, args=None, namespace=None):
-        if self._parsing:
+        if self._parsing or self._subparsers is not None:  # a command with commands of its own (diagnose)
             return super().parse_known_args(args, namespace)
         self._parsing = True
         try:
@@ -259,6 +306,49 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seeds", default=None, metavar="0,1,2", help="one run per seed in OUT/seed-N, and "
                        "OUT/summary.json with the mean and standard deviation of the validation scores")
     train.set_defaults(run=_train)
+
+    from nlp_rnn.tuning import PRUNERS, SAMPLERS
+
+    tune = commands.add_parser("tune", parents=[verbose], help="search hyperparameters with Optuna (validation only)")
+    tune.add_argument("config", help="YAML config the trials start from")
+    tune.add_argument("--space", required=True, metavar="SPACE.yaml",
+                      help="search space over dotted config keys, e.g. train.lr: {float: [1.0e-4, 1.0e-2], log: true}")
+    tune.add_argument("--trials", type=int, required=True, metavar="N",
+                      help="finished (complete or pruned) trials the study should hold, counting earlier runs")
+    tune.add_argument("--timeout", type=float, default=None, metavar="S", help="stop starting trials after S seconds")
+    tune.add_argument("--sampler", choices=SAMPLERS, default="tpe")
+    tune.add_argument("--pruner", choices=PRUNERS, default="median",
+                      help="stop poor trials early on their per-epoch validation score")
+    tune.add_argument("--startup-trials", type=int, default=3, metavar="N",
+                      help="median pruner: trials that finish before it stops any (default 3)")
+    tune.add_argument("--storage", default=None, metavar="URL",
+                      help="Optuna storage (default: sqlite:///OUT/study.db); a PostgreSQL or MySQL URL lets workers "
+                      "on several machines share the study")
+    tune.add_argument("--study", default=None, metavar="NAME", help="study name (default: the config's file name)")
+    tune.add_argument("--out", help="folder for the trials' run folders and the results (default: runs/tune-CONFIG)")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config value for every trial (repeatable)")
+    tune.add_argument("--seed", type=int, default=None, help="the sampler's seed (several workers: leave it unset)")
+    tune.add_argument("--heartbeat", type=int, default=30, metavar="S", help="seconds between a worker's heartbeats; "
+                      "a trial whose worker is silent for 3 of them is queued again")
+    tune.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    tune.set_defaults(run=_tune)
+
+    diagnose = commands.add_parser("diagnose", help="training diagnostics (gradients)")
+    what = diagnose.add_subparsers(dest="what", required=True, parser_class=_IntermixedParser)
+    gradients = what.add_parser("gradients", parents=[verbose], help="vanishing and exploding gradients, measured "
+                                "per time step and per cell type, at initialisation and after training")
+    gradients.add_argument("source", help="a classification CONFIG.yaml, or a run folder (its config)")
+    gradients.add_argument("--cells", default="rnn,lstm,gru,peephole_lstm", help="cell types, comma-separated")
+    gradients.add_argument("--length", type=int, default=200, metavar="L", help="time steps: texts of at least L "
+                           "tokens cut to L")
+    gradients.add_argument("--batches", type=int, default=4, metavar="B", help="batches averaged")
+    gradients.add_argument("--batch-size", type=int, default=32)
+    gradients.add_argument("--steps", type=int, default=200, metavar="N", help="training steps per cell for "
+                           "'after training' and the gradient-norm distributions (0: initialisation only)")
+    gradients.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    gradients.add_argument("--out", help="output folder (default: runs/diagnose-SOURCE)")
+    gradients.set_defaults(run=_diagnose)
 
     evaluate = commands.add_parser("evaluate", parents=[verbose], help="score a run folder on a dataset split")
     evaluate.add_argument("run_dir")

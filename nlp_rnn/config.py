@@ -186,6 +186,9 @@ class TrainConfig:
     patience: int | None = _bounded(3, 1)  # epochs without improvement before stopping; null: never
     eval_batch_size: int = _bounded(256, 1)
     log_every: int = _bounded(50, 1)  # steps between log.jsonl records
+    log_gradients: bool = False  # step records in log.jsonl also hold per-layer gradient (unclipped) and weight norms
+    tensorboard: bool = False  # also write RUN/tensorboard/ event files (nlp_rnn.monitoring)
+    tensorboard_every: int = _bounded(500, 1)  # steps between weight and gradient histograms in TensorBoard
     checkpoint_every: int = _bounded(500, 1)  # steps between resumable checkpoints (also every epoch)
     device: str = _choice("auto", "auto", "cpu", "cuda")
     num_threads: int = _bounded(0, 0)  # 0: torch's default

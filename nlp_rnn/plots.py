@@ -15,7 +15,7 @@ from nlp_rnn.io import atomic_write  # noqa: E402
 from nlp_rnn.tokenization import readable_tokens  # noqa: E402
 
 
-def _save(figure: Figure, path: str | Path) -> None:
+def save_figure(figure: Figure, path: str | Path) -> None:
     atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=120, bbox_inches="tight"))
     plt.close(figure)
 
@@ -39,7 +39,7 @@ def plot_learning_curve(records: Sequence[dict], path: str | Path, metric: str =
     for axis in (loss_axis, metric_axis):
         axis.grid(alpha=0.3)
         axis.legend()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], label_names: Sequence[str], path: str | Path) -> None:
@@ -53,7 +53,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], label_names: Sequence
     axis.set_xticks(range(len(label_names)), label_names, rotation=45, ha="right")
     axis.set_yticks(range(len(label_names)), label_names)
     axis.set(xlabel="predicted", ylabel="true", title="confusion matrix")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_class_scores(scores: dict[str, dict[str, float]], path: str | Path) -> None:
@@ -69,7 +69,7 @@ def plot_class_scores(scores: dict[str, dict[str, float]], path: str | Path) -> 
     axis.set(ylim=(0, 1.08), ylabel="score", title="scores per type (support)")
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8)
     axis.grid(axis="y", alpha=0.3)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def attention_figure(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weights) -> Figure:
@@ -97,4 +97,42 @@ def attention_figure(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weigh
 
 
 def plot_attention(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weights, path: str | Path) -> None:
-    _save(attention_figure(src_tokens, tgt_tokens, weights), path)
+    save_figure(attention_figure(src_tokens, tgt_tokens, weights), path)
+
+
+def plot_gradient_flow(results: dict, path: str | Path) -> None:
+    """||dLoss/dh_t|| against the distance from the loss, log scale: one colour per cell, dashed at
+    initialisation, solid after training (nlp_rnn.diagnostics)."""
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    distance = results["distance"]
+    for index, (cell, entry) in enumerate(results["cells"].items()):
+        colour = f"C{index}"
+        axis.plot(distance, entry["init"], "--", color=colour, label=f"{cell}, initialisation")
+        if "trained" in entry:
+            axis.plot(distance, entry["trained"], "-", color=colour, label=f"{cell}, after {results['steps']} steps")
+    axis.set_yscale("log")
+    axis.set(xlabel="distance from the loss (time steps)", ylabel="mean ||dLoss/dh_t||",
+             title=f"gradient flow: {results['dataset']}, {results['length']} tokens, loss on the last state")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=8)
+    save_figure(figure, path)
+
+
+def plot_gradient_norms(results: dict, path: str | Path) -> None:
+    """Histograms (log-spaced bins) of every step's global gradient norm before clipping, per cell: the run
+    trained with clipping and the one trained without."""
+    import numpy as np
+
+    cells = [(cell, entry) for cell, entry in results["cells"].items() if entry.get("grad_norms_clipped")]
+    figure, axes = plt.subplots(1, max(1, len(cells)), figsize=(3.6 * max(1, len(cells)), 3.4), squeeze=False)
+    for axis, (cell, entry) in zip(axes[0], cells, strict=False):
+        values = entry["grad_norms_clipped"] + entry["grad_norms_unclipped"]
+        positive = [v for v in values if v > 0] or [1.0]
+        bins = np.geomspace(min(positive), max(positive) * 1.0001, 30)
+        axis.hist(entry["grad_norms_unclipped"], bins=bins, alpha=0.6, label="no clipping")
+        axis.hist(entry["grad_norms_clipped"], bins=bins, alpha=0.6, label=f"clip at {results['clip_norm']:g}")
+        axis.axvline(results["clip_norm"], color="k", linewidth=0.8)
+        axis.set_xscale("log")
+        axis.set(title=cell, xlabel="global gradient norm (before clipping)", ylabel="steps")
+        axis.legend(fontsize=7)
+    save_figure(figure, path)

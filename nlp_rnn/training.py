@@ -32,6 +32,7 @@ from nlp_rnn.checkpoint import load_tokenizers
 from nlp_rnn.config import Config, TrainConfig, load_config
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import autocast
+from nlp_rnn.monitoring import TensorBoard, layer_norms
 from nlp_rnn.plots import plot_learning_curve
 from nlp_rnn.tasks import get_task
 
@@ -93,7 +94,7 @@ def _warmup_then(decay: Callable[[float], float]):
 
 def _plateau(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, metric: str):
     """Stepped once per epoch with the validation metric (Trainer._end_epoch)."""
-    mode = "min" if metric == "loss" else "max"
+    mode = "min" if lower_is_better(metric) else "max"
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode=mode, factor=train.plateau_factor, patience=train.plateau_patience)
 
@@ -113,21 +114,31 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, total_
     return SCHEDULES[train.schedule](optimizer, train, total_steps, metric)
 
 
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of the validation metric is better (the loss) or a larger (every score)."""
+    return metric == "loss"
+
+
 def _improved(value: float, best: float | None, metric: str) -> bool:
     if best is None:
         return True
-    return value < best if metric == "loss" else value > best
+    return value < best if lower_is_better(metric) else value > best
 
 
 class Trainer:
-    """One training run in one run folder. ``run()`` trains to the end or raises TrainingInterrupted."""
+    """One training run in one run folder. ``run()`` trains to the end or raises TrainingInterrupted.
+
+    ``on_step(step)`` is called after every optimizer step and ``on_epoch(epoch, value)`` after every validation
+    (once the epoch's checkpoint is saved) with the validation metric; either may raise to stop the run there
+    (``nlp-rnn tune`` prunes a trial so), leaving a run folder that ``--resume`` continues."""
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
                  on_step: Callable[[int], None] | None = None, overrides: list[str] | None = None,
-                 command: str | None = None) -> None:
+                 command: str | None = None, on_epoch: Callable[[int, float], None] | None = None) -> None:
         self.folder = ckpt.RunFolder(run_dir)  # every file this run writes goes through it
         self.run_dir = self.folder.path
         self.on_step = on_step
+        self.on_epoch = on_epoch
         self.command = command  # the command line, appended to command.txt once training starts
         self.dist = distributed.context_from_env()  # one process, or this rank of a torchrun job
         self.state: dict[str, Any] | None = None
@@ -261,12 +272,22 @@ class Trainer:
             loss, correct, count = self.step_module(batch, self.progress["step"], self.steps_per_epoch * train.epochs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._watch_gradients(self.progress["step"] + 1)  # before clipping scales them
         max_norm = train.clip_norm if train.clip_norm is not None else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         self.optimizer.step()
         if train.schedule != "plateau":
             self.scheduler.step()
         return loss.item(), correct, count, grad_norm
+
+    def _watch_gradients(self, step: int) -> None:
+        """At ``step`` (about to be taken): per-layer norms for the log record (``train.log_gradients``) and
+        TensorBoard histograms (``train.tensorboard``), from the gradients before clipping."""
+        train = self.config.train
+        if train.log_gradients and step % train.log_every == 0:
+            self._layer_norms = layer_norms(self.model)
+        if self.board is not None and step % train.tensorboard_every == 0:
+            self.board.histograms(self.model, step)
 
     def _end_epoch(self, epoch: int) -> bool:
         """Validate, keep the best weights, step the plateau schedule; True when training should stop."""
@@ -278,12 +299,19 @@ class Trainer:
         metric = self.config.metric
         sums = progress["sums"]
         value = float(report[metric])  # a numpy scalar (seqeval's) would not reload with weights_only
+        self.last_value = value
         record = {"kind": "epoch", "epoch": epoch + 1, "step": progress["step"],
                   "train_loss": sums["loss"] / max(1, sums["batches"]),
                   "train_accuracy": sums["correct"] / max(1, sums["examples"]),
                   **{f"val_{name}": report[name] for name in self.task.logged},
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": progress["seconds"]}
         self._log(record)
+        if self.board is not None:
+            self.board.scalars("validation", {name: report[name] for name in self.task.logged}, progress["step"])
+            self.board.scalars("epoch", {"train_loss": record["train_loss"],
+                                         "train_accuracy": record["train_accuracy"]}, progress["step"])
+            self.board.examples(self.task.tensorboard_examples(self.model, self.data.validation, self.device),
+                                progress["step"])
         log.info("epoch %d: val %s %.4f", epoch + 1, metric, value)
         if _improved(value, progress["best"], metric):
             progress.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
@@ -314,6 +342,9 @@ class Trainer:
         if self.command and self.dist.is_main:  # only commands that really train reach the model card
             self.folder.append_command(self.command)
         self._in_step = False
+        self._layer_norms = None
+        self.board = (TensorBoard(self.folder.tensorboard, purge_step=progress["step"] or None)
+                      if train.tensorboard and self.dist.is_main else None)
         try:
             with _stop_signals(self):
                 for epoch in range(progress["epoch"], train.epochs):
@@ -333,6 +364,9 @@ class Trainer:
                         else "nlp-rnn")
             raise TrainingInterrupted(f"training interrupted; continue from {where} with: "
                                       f"{launcher} train --resume --out {self.run_dir}") from None
+        finally:
+            if self.board is not None:
+                self.board.close()
         if self.dist.is_main:
             plot_learning_curve(self.folder.read_log(), self.folder.learning_curve, self.task.logged[-1]
                                 if self.config.metric == "loss" else self.config.metric)
@@ -370,6 +404,8 @@ class Trainer:
         bar.close()
         stop = self._end_epoch(epoch)
         self._save_state()
+        if self.on_epoch is not None:
+            self.on_epoch(epoch + 1, self.last_value)
         return stop
 
     def _global_step(self, indices: list[int]) -> tuple[tuple[float, int, int, int], float]:
@@ -396,9 +432,16 @@ class Trainer:
                         acc=f"{window['correct'] / window['examples']:.3f}", tok_s=f"{tokens_per_second:.0f}")
         step = self.progress["step"]
         if step % self.config.train.log_every == 0:
-            self._log({"kind": "step", "epoch": epoch + 1, "step": step, "loss": window["loss"] / window["batches"],
-                       "accuracy": window["correct"] / window["examples"], "grad_norm": grad_norm,
-                       "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_second": tokens_per_second})
+            record = {"kind": "step", "epoch": epoch + 1, "step": step, "loss": window["loss"] / window["batches"],
+                      "accuracy": window["correct"] / window["examples"], "grad_norm": grad_norm,
+                      "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_second": tokens_per_second}
+            if self.board is not None:
+                self.board.scalars("train", {k: v for k, v in record.items() if k not in ("kind", "epoch", "step")},
+                                   step)
+            if self._layer_norms is not None:
+                record.update(grad_norms=self._layer_norms["grad"], weight_norms=self._layer_norms["weight"])
+                self._layer_norms = None
+            self._log(record)
             window.update(_empty_sums(), start=time.perf_counter())
 
 
@@ -474,11 +517,12 @@ def _accumulate(sums: dict[str, float], loss: float, correct: int, count: int, t
 
 def train(config: Config, run_dir: str | Path, resume: bool = False,
           on_step: Callable[[int], None] | None = None, overrides: list[str] | None = None,
-          command: str | None = None) -> dict[str, Any]:
+          command: str | None = None, on_epoch: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train ``config`` into ``run_dir`` (or continue the run there, ``overrides`` applied to its saved
     config) and return its metrics. ``command`` (the command line) is recorded in ``command.txt`` once
     training starts, so a refused command never reaches the model card."""
     try:
-        return Trainer(config, run_dir, resume=resume, on_step=on_step, overrides=overrides, command=command).run()
+        return Trainer(config, run_dir, resume=resume, on_step=on_step, overrides=overrides, command=command,
+                       on_epoch=on_epoch).run()
     finally:
         distributed.teardown()

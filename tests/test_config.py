@@ -18,7 +18,8 @@ from nlp_rnn.config import (
     save_config,
 )
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("**/*.yaml"))
+CONFIGS = sorted(path for path in (Path(__file__).resolve().parents[1] / "configs").glob("**/*.yaml")
+                 if path.parent.name != "tuning")  # search spaces, not configs: tests/test_tuning.py
 BENCH_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "bench" / "configs").glob("*.yaml"))
 
 

@@ -12,7 +12,8 @@ from nlp_rnn.training import train
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("**/*.yaml"))
+CONFIGS = sorted(path for path in (Path(__file__).resolve().parent.parent / "configs").glob("**/*.yaml")
+                 if path.parent.name != "tuning")  # search spaces, not configs: tests/test_tuning.py
 SHRINK = ["data.max_train_examples=96", "data.max_eval_examples=32", "data.max_length=48",
           "tokenizer.vocab_size=500", "model.embedding_dim=8", "model.hidden_size=8", "train.epochs=1",
           "train.batch_size=32", "train.progress=false", "train.num_threads=1", "train.init_from=null"]

@@ -190,6 +190,11 @@ class Task(ABC):
         """Extra files from the best weights (e.g. attention plots); nothing by default."""
         return None
 
+    def tensorboard_examples(self, model: nn.Module, validation: Any, device: torch.device) -> list[tuple[str, Any]]:
+        """What TensorBoard shows of a few validation examples after every epoch (``train.tensorboard``):
+        (tag, markdown text or a matplotlib Figure) pairs. None by default."""
+        return []
+
     @classmethod
     def add_commands(cls, commands, parents: list) -> None:
         """Subcommands of ``nlp-rnn`` that this task brings (``generate``): ``commands`` is the CLI's

@@ -278,21 +278,52 @@ class TranslationTask(Task):
                        validation: EvaluationPairs | None = None) -> None:
         """Attention heatmaps of a few validation sentences, from the best weights."""
         from nlp_rnn.plots import plot_attention
-        from nlp_rnn.search import greedy_search
 
         if validation is None:
             return
         tensors, _ = ckpt.load_weights(run.weights)
         model.load_state_dict(tensors)
+        for index, (source, output, attention) in enumerate(self._attended(model, validation, device, 3)):
+            plot_attention(*self._tokens(source, output), attention, run.attention / f"validation_{index}.png")
+
+    def _attended(self, model: nn.Module, validation: EvaluationPairs, device: torch.device,
+                  count: int) -> list[tuple[list[int], list[int], torch.Tensor]]:
+        """The first ``count`` validation sources greedily translated: source ids, output ids and the attention
+        weights (output length, source length)."""
+        from nlp_rnn.search import greedy_search
+
+        was_training = model.training
         model.eval()
-        for index in range(min(3, len(validation))):
-            source = validation.pairs.src[index]
-            batch = self.collate([{"src": source}]).to(device)
-            (hypothesis,) = greedy_search(model, batch.src, batch.src_lengths, return_attention=True)
-            src_tokens = [self.src_tokenizer.id_to_token(i) for i in source]
-            tgt_tokens = [self.tgt_tokenizer.id_to_token(i) for i in hypothesis.output_ids]
-            plot_attention(src_tokens, tgt_tokens, hypothesis.attention.float(),
-                           run.attention / f"validation_{index}.png")
+        found = []
+        with torch.no_grad():
+            for index in range(min(count, len(validation))):
+                source = validation.pairs.src[index]
+                batch = self.collate([{"src": source}]).to(device)
+                (hypothesis,) = greedy_search(model, batch.src, batch.src_lengths, return_attention=True)
+                found.append((list(source), list(hypothesis.output_ids), hypothesis.attention.float().cpu()))
+        model.train(was_training)
+        return found
+
+    def _tokens(self, source: list[int], output: list[int]) -> tuple[list[str], list[str]]:
+        return ([self.src_tokenizer.id_to_token(i) for i in source],
+                [self.tgt_tokenizer.id_to_token(i) for i in output])
+
+    def tensorboard_examples(self, model: nn.Module, validation: EvaluationPairs,
+                             device: torch.device) -> list[tuple[str, Any]]:
+        """Three validation translations (source, reference, greedy output) and the first one's attention."""
+        from nlp_rnn.plots import attention_figure
+
+        attended = self._attended(model, validation, device, 3)
+        if not attended:
+            return []
+        rows = ["| source | reference | translation |", "|---|---|---|"]
+        for index, (source, output, _) in enumerate(attended):
+            cells = [decode_ids(self.src_tokenizer, source), validation.references[index],
+                     decode_ids(self.tgt_tokenizer, output)]
+            rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        source, output, attention = attended[0]
+        return [("validation/translations", "\n".join(rows)),
+                ("validation/attention", attention_figure(*self._tokens(source, output), attention))]
 
     # -- a trained model -----------------------------------------------------------------------------------
 
