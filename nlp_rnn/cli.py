@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shlex
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -107,18 +108,24 @@ def _diagnose(args: argparse.Namespace) -> int:
     results = diagnose_gradients(args.source, out, parse_cells(args.cells), length=args.length, batches=args.batches,
                                  batch_size=args.batch_size, steps=args.steps, overrides=args.set)
     far = args.length - 1
-    print(f"mean ||dLoss/dh_t|| at the last step -> {far} steps before it ({results['dataset']}, "
-          f"{args.batches} x {args.batch_size} texts):")
+    print(f"mean ||dLoss/dh_t|| at the loss -> {far} steps before it, and the distance where it falls below a "
+          f"millionth ({results['dataset']}, {args.batches} x {args.batch_size} texts of {args.length} tokens):")
+
+    def flow(norms: list[float], millionth: int | None) -> str:
+        below = f"a millionth at {millionth} steps" if millionth is not None else f"above a millionth for {far} steps"
+        return f"{norms[0]:.3g} -> {norms[far]:.3g} ({below})"
+
     for cell, entry in results["cells"].items():
-        line = f"  {cell:<14} init {entry['init'][0]:.3g} -> {entry['init'][far]:.3g} (x{entry['decay']['init']:.2g})"
+        line = f"  {cell:<14} init {flow(entry['init'], entry['millionth']['init'])}"
         if "trained" in entry:
-            line += (f"; after {args.steps} steps {entry['trained'][0]:.3g} -> {entry['trained'][far]:.3g} "
-                     f"(x{entry['decay']['trained']:.2g})")
-            clipped, unclipped = entry["grad_norms_clipped"], entry["grad_norms_unclipped"]
-            if clipped and unclipped:
-                line += (f"; gradient norm max {max(clipped):.3g} clipped at {results['clip_norm']:g}, "
-                         f"{max(unclipped):.3g} unclipped")
+            line += f"; after {args.steps} steps {flow(entry['trained'], entry['millionth']['trained'])}"
         print(line)
+        clipped, unclipped = entry.get("grad_norms_clipped"), entry.get("grad_norms_unclipped")
+        if clipped and unclipped:
+            share = sum(norm > results["clip_norm"] for norm in clipped) / len(clipped)
+            print(f"  {'':<14} gradient norm over {len(clipped)} steps: median {statistics.median(clipped):.3g}, max "
+                  f"{max(clipped):.3g} ({share:.0%} of steps clipped at {results['clip_norm']:g}); without clipping: "
+                  f"median {statistics.median(unclipped):.3g}, max {max(unclipped):.3g}")
     written = [FLOW_PLOT, *([NORMS_PLOT] if args.steps else []), RESULTS]
     print(f"written to {out}: {', '.join(written)}")
     return 0

@@ -206,8 +206,9 @@ def diagnose_gradients(source: str | Path, out: str | Path, cells: list[str], le
             _, trained = load_model(runs["clipped"], torch.device("cpu"))
             entry["trained"] = _from_loss(gradient_by_step(trained, measured))
             entry["runs"] = {name: str(path) for name, path in runs.items()}
-        entry["decay"] = {when: entry[when][-1] / entry[when][0] if entry[when][0] else None
-                          for when in ("init", "trained") if when in entry}
+        measured_at = [when for when in ("init", "trained") if when in entry]
+        entry["decay"] = {when: entry[when][-1] / entry[when][0] if entry[when][0] else None for when in measured_at}
+        entry["millionth"] = {when: _millionth(entry[when]) for when in measured_at}
         results["cells"][cell] = entry
     from nlp_rnn.plots import plot_gradient_flow, plot_gradient_norms
 
@@ -216,6 +217,12 @@ def diagnose_gradients(source: str | Path, out: str | Path, cells: list[str], le
         plot_gradient_norms(results, out / NORMS_PLOT)
     ckpt.write_json(out / RESULTS, results)
     return results
+
+
+def _millionth(norms: list[float]) -> int | None:
+    """The first distance from the loss where the norm is below a millionth of its value at the loss (None: never
+    within the measured steps)."""
+    return next((distance for distance, norm in enumerate(norms) if norm < 1e-6 * norms[0]), None)
 
 
 def _from_loss(norms: list[float]) -> list[float]:

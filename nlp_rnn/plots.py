@@ -111,7 +111,8 @@ def plot_gradient_flow(results: dict, path: str | Path) -> None:
         if "trained" in entry:
             axis.plot(distance, entry["trained"], "-", color=colour, label=f"{cell}, after {results['steps']} steps")
     axis.set_yscale("log")
-    axis.set(xlabel="distance from the loss (time steps)", ylabel="mean ||dLoss/dh_t||",
+    axis.set(xlabel="distance from the loss (time steps); a line that drops off the bottom underflowed float32",
+             ylabel="mean ||dLoss/dh_t||",
              title=f"gradient flow: {results['dataset']}, {results['length']} tokens, loss on the last state")
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize=8)
@@ -122,6 +123,7 @@ def plot_gradient_norms(results: dict, path: str | Path) -> None:
     """Histograms (log-spaced bins) of every step's global gradient norm before clipping, per cell: the run
     trained with clipping and the one trained without."""
     import numpy as np
+    from matplotlib.ticker import NullFormatter
 
     cells = [(cell, entry) for cell, entry in results["cells"].items() if entry.get("grad_norms_clipped")]
     figure, axes = plt.subplots(1, max(1, len(cells)), figsize=(3.6 * max(1, len(cells)), 3.4), squeeze=False)
@@ -133,6 +135,7 @@ def plot_gradient_norms(results: dict, path: str | Path) -> None:
         axis.hist(entry["grad_norms_clipped"], bins=bins, alpha=0.6, label=f"clip at {results['clip_norm']:g}")
         axis.axvline(results["clip_norm"], color="k", linewidth=0.8)
         axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())  # the minor labels overlap
         axis.set(title=cell, xlabel="global gradient norm (before clipping)", ylabel="steps")
         axis.legend(fontsize=7)
     save_figure(figure, path)

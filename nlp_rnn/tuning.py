@@ -169,7 +169,7 @@ def read_space(space_path: str | Path, config_path: str | Path, overrides: list[
     try:
         raw = read_yaml(space_path)
     except ConfigError as err:
-        raise NlpRnnError(f"--space {err}") from None
+        raise NlpRnnError(f"--space {str(err).replace('config file', 'search space file')}") from None
     errors: list[str] = []
     space = [p for key, spec in raw.items() if (p := _parse_parameter(key, spec, errors)) is not None]
     if not raw:
@@ -214,7 +214,7 @@ def _sampler(name: str, space: list[Parameter], seed: int | None):
     if name == "cmaes":
         if any(p.kind == "choice" for p in space):
             log.warning("--sampler cmaes searches numbers only: choices are sampled at random")
-        return optuna.samplers.CmaEsSampler(seed=seed)
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     raise NlpRnnError(f"--sampler {name!r}: one of {', '.join(SAMPLERS)}")
 
 
@@ -317,14 +317,28 @@ def tune(config_path: str | Path, space_path: str | Path, trials: int, out: str 
         ckpt.RunFolder(run_dir).state.unlink(missing_ok=True)
         return float(metrics["validation"][metric])
 
+    class QuietInterruption(logging.Filter):
+        """Optuna logs a failed trial with its traceback; one stopped by Ctrl-C is said once, by us."""
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            interrupted = record.exc_info is not None and isinstance(record.exc_info[1], TrainingInterrupted)
+            return not interrupted and "failed with value None" not in record.getMessage()
+
+    quiet = QuietInterruption()
+    handlers = logging.getLogger("optuna").handlers  # a parent logger's filters miss its children's records
+    for handler in handlers:
+        handler.addFilter(quiet)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     stop_at = optuna.study.MaxTrialsCallback(trials, states=finished)
     if len(study.get_trials(deepcopy=False, states=finished)) < trials:
         try:
             study.optimize(objective, timeout=timeout, callbacks=[stop_at], gc_after_trial=True)
-        except TrainingInterrupted as err:
+        except TrainingInterrupted:
             raise TrainingInterrupted(f"tune interrupted; the trial was queued again: run the same command to "
-                                      f"continue the study in {out} ({err})") from None
+                                      f"continue the study in {out}") from None
+        finally:
+            for handler in handlers:
+                handler.removeFilter(quiet)
     return write_results(study, folder, metric)
 
 
@@ -380,8 +394,9 @@ def _plot(study, folder: TuneFolder) -> list[Path]:
     from nlp_rnn.plots import save_figure
 
     written = []
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "unique value length is less than 2" and the like
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore")  # experimental plots, too few trials for importances
         importances = {}
         try:
             importances = optuna.importance.get_param_importances(study)

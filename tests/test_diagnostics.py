@@ -40,6 +40,25 @@ def test_unrolled_states_equal_the_encoder_and_the_last_gradient_is_autograds(ce
     assert all(n > 0 for n in norms)
 
 
+def test_the_fused_lstm_and_a_peephole_lstm_without_peepholes_give_the_same_gradients_at_every_step():
+    """Two unrolling paths (torch's fused layer one step at a time; our cell in Python) on the same LSTM: the
+    per-step gradients must agree everywhere, not only at the last step."""
+    torch.manual_seed(0)
+    fused = SentimentClassifier(diagnostic_config(tiny_config(), "lstm").model, vocab_size=50, num_labels=2).eval()
+    ours = SentimentClassifier(diagnostic_config(tiny_config(), "peephole_lstm").model, vocab_size=50,
+                               num_labels=2).eval()
+    lstm, cell = fused.encoder.layers[0][0], ours.encoder.layers[0][0].cell
+    with torch.no_grad():  # torch's gate order (i, f, g, o) is the peephole cell's (i, f, c, o)
+        ours.encoder.embedding.weight.copy_(fused.encoder.embedding.weight)
+        cell.weight_ih.copy_(lstm.weight_ih_l0)
+        cell.weight_hh.copy_(lstm.weight_hh_l0)
+        cell.bias.copy_(lstm.bias_ih_l0 + lstm.bias_hh_l0)
+        cell.peephole.zero_()
+        ours.head.load_state_dict(fused.head.state_dict())
+    batch = [(torch.randint(1, 50, (4, 30)), torch.tensor([0, 1, 0, 1]))]
+    assert gradient_by_step(ours, batch) == pytest.approx(gradient_by_step(fused, batch), rel=1e-4)
+
+
 def test_cells_and_sources_are_checked(tmp_path):
     assert parse_cells("rnn, lstm,rnn") == ["rnn", "lstm"]
     with pytest.raises(NlpRnnError, match="--cells"):
