@@ -173,17 +173,18 @@ def diagnose_gradients(source: str | Path, out: str | Path, cells: list[str], le
     """Measure, plot and write everything; return the results (as ``gradients.json`` holds them)."""
     from nlp_rnn.predictor import load_model
     from nlp_rnn.tasks import get_task
+    from nlp_rnn.tasks.classification import ClassificationTask
     from nlp_rnn.training import seed_everything
 
     base = read_source(source, overrides)
-    if base.task != "classification":
-        raise NlpRnnError(f"diagnose gradients measures a many-to-one classifier (task: classification); "
-                          f"{source} is task {base.task!r}")
+    task_class = get_task(base.task)
+    if not issubclass(task_class, ClassificationTask):  # the classifier's encoder, head and labelled texts
+        raise NlpRnnError(f"diagnose gradients measures a many-to-one classifier (task: classification or a "
+                          f"subclass of ClassificationTask); {source} is task {base.task!r}")
     if length < 2 or batches < 1 or batch_size < 1 or steps < 0:
         raise NlpRnnError("--length must be at least 2, --batches and --batch-size at least 1, --steps at least 0")
     out = Path(out)
     clip = base.train.clip_norm if base.train.clip_norm is not None else 1.0
-    task_class = get_task("classification")
     results: dict[str, Any] = {"source": str(source), "dataset": base.data.source, "length": length,
                                "batches": batches, "batch_size": batch_size, "steps": steps, "clip_norm": clip,
                                "distance": list(range(length)), "cells": {}}
