@@ -98,7 +98,7 @@ def main() -> int:
                     if endpoint == "classify":
                         client.predict(text, api_name="/classify")
                     else:
-                        client.predict(text, "beam", 5, 3, api_name="/translate")
+                        client.predict(text, 5, 3, api_name="/translate")
                 except Exception as err:  # noqa: BLE001 - every failure is counted and shown, whatever its kind
                     error = f"{type(err).__name__}: {err}"
                 with lock:

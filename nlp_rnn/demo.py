@@ -31,6 +31,7 @@ import nlp_rnn
 from nlp_rnn import tasks
 from nlp_rnn.checkpoint import RunFolder
 from nlp_rnn.plots import attention_figure
+from nlp_rnn.tokenization import SPECIAL_TOKENS, subword_words
 
 _CHECKOUT = Path(__file__).resolve().parent.parent
 # The shipped models: the source checkout's demo/models, None when the package is installed without one.
@@ -51,12 +52,13 @@ SENTIMENT_EXAMPLES = [  # positive, negative, mixed, sarcastic
     "The first half drags badly, but the last forty minutes are some of the best cinema this year.",
     "Oh great, another sequel nobody asked for. Truly the pinnacle of original storytelling.",
 ]
-TRANSLATION_EXAMPLES = [  # from bentrevett/multi30k's validation split (tests check they are there)
-    "Eine Gruppe von Männern lädt Baumwolle auf einen Lastwagen",
-    "Eine Band gibt ein Rockkonzert vor Zuschauern in einer Bar.",
-    "Ein Künstler arbeitet an einer Eisskulptur",
-    "Eine Frau und ihre zwei Kinder sind am Strand und die Frau springt hoch in die Luft.",
-    "Männer in gelben Anzügen und ein Klavier befinden sich auf der Bühne und ein Mann spielt einen Kontrabass.",
+TRANSLATION_EXAMPLES = [  # from bentrevett/multi30k's validation split, where the shipped model's beam-5 output is the
+    # reference (tests check both); most other sentences show a visible error or two, as the tab says
+    "Ein Mann und eine Frau unterhalten sich, während sie neben einem Baum stehen.",
+    "Ein junges Mädchen spielt ein Musikinstrument und singt in ein Mikrofon.",
+    "Zwei Hunde spielen im hohen Gras mit einem orangen Spielzeug.",
+    "Der Mann telefoniert vor einem Sportgeschäft mit seinem Handy.",
+    "Ein Mann an einem Strand baut eine Sandburg.",
 ]
 ENTITY_EXAMPLES = [  # newswire style, as CoNLL-2003's Reuters sentences are written (tokens space-separated)
     "Angela Merkel met Emmanuel Macron in Paris .",
@@ -76,11 +78,52 @@ ENTITY_TYPES = {
     "MISC": ("miscellaneous (nationality, event, language, title, product)", "#c39bd3"),
 }
 PALETTE = ["#e9c46a", "#e76f51", "#90be6d", "#f28482", "#84a59d", "#b5838d"]
+SHOWN_LABELS = {"pos": "positive", "neg": "negative"}  # a model's short label names as the page says them
+# The page's own styles: long highlights scroll inside their panel, and on a phone the model cards' tables and
+# command blocks scroll sideways inside the card instead of squeezing the text.
+CSS = """
+#words .textfield, #entities .textfield { max-height: 22em; overflow-y: auto; }
+#words .textspan, #entities .textspan { white-space: pre-wrap; }
+.model-card table { display: block; overflow-x: auto; max-width: 100%; }
+.model-card th, .model-card td { white-space: nowrap; }
+.model-card h1 { font-size: 1.4em; }
+.model-card pre { white-space: pre-wrap; word-break: break-word; }
+"""
+
+
+def scroll_to(elem_id: str) -> str:
+    """JavaScript for an event listener: bring the element into view when it is not (on a phone the results sit
+    under the inputs, about a screen further down)."""
+    return (f"() => {{ const element = document.getElementById('{elem_id}'); if (!element) return; "
+            "const top = element.getBoundingClientRect().top; "
+            "if (top < 0 || top > window.innerHeight * 0.5) element.scrollIntoView({behavior: 'smooth', "
+            "block: 'start'}); }")
+
+
+def shown_label(name: str) -> str:
+    """``pos`` -> ``positive``: the label as a visitor reads it (other names unchanged)."""
+    return SHOWN_LABELS.get(name, name)
+
+
+def user_error(message: str) -> gr.Error:
+    """An expected user error (an empty submit, a bad setting): a toast, and no traceback in the server log."""
+    return gr.Error(message, print_exception=False)
+
+
+def required(message: str, count: int = 1):
+    """A Gradio validator: the first input must hold non-blank text, else ``message`` shows at the input and the
+    model is not called, so the outputs keep their last results; the other ``count - 1`` inputs are always valid."""
+
+    def validate(text, *others):
+        first = gr.validate(bool(text and str(text).strip()), message)
+        return (first, *(gr.validate(True, "") for _ in range(count - 1))) if count > 1 else first
+
+    return validate
 
 
 def clean(text: str | None, limit: int) -> tuple[str, str]:
-    """Control characters removed (line breaks and tabs kept), the text cut to ``limit`` characters, and a
-    notice saying what was done (empty when nothing was)."""
+    """Control characters removed (line breaks and tabs kept), the text cut to ``limit`` characters (at the last
+    whole word), and a notice saying what was done (empty when nothing was)."""
     text = text or ""
     kept = "".join(c for c in text if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
     notices = []
@@ -88,7 +131,10 @@ def clean(text: str | None, limit: int) -> tuple[str, str]:
         notices.append(f"{len(text) - len(kept):,} control character(s) removed.")
     if len(kept) > limit:
         notices.append(f"Input cut to the first {limit:,} of {len(kept):,} characters.")
-        kept = kept[:limit]
+        cut = kept[:limit]
+        if not kept[limit].isspace() and re.search(r"\s\S*$", cut):  # mid-word: end at the last whole word
+            cut = cut[: re.search(r"\s\S*$", cut).start()]
+        kept = cut
     return kept, " ".join(notices)
 
 
@@ -113,12 +159,12 @@ def classify(predictor, text: str) -> tuple[dict[str, float], list[tuple[str, fl
     """Class probabilities for ``gr.Label``, the words that drove the decision, and a notice."""
     text, notice = clean(text, MAX_REVIEW_CHARS)
     if not text.strip():
-        raise gr.Error("Please enter a review.")
+        raise user_error("Please enter a review.")
     try:
         explanation = predictor.explain(text)
     except nlp_rnn.NlpRnnError as err:
-        raise gr.Error(str(err)) from None
-    label = explanation["prediction"]["label"]
+        raise user_error(str(err)) from None
+    label = shown_label(explanation["prediction"]["label"])
     if explanation["method"] == "attention":
         how = "Highlighted by the model's attention-pooling weights (darker: weighed more)."
     else:
@@ -129,26 +175,73 @@ def classify(predictor, text: str) -> tuple[dict[str, float], list[tuple[str, fl
         notes.append(f"The model read {len(explanation['tokens'])} tokens (the start and end of the review); "
                      "the rest is not highlighted.")
     pieces = highlights(text, explanation["spans"], explanation["scores"])
-    return explanation["prediction"]["scores"], pieces, " ".join(n for n in notes if n)
+    scores = {shown_label(name): score for name, score in explanation["prediction"]["scores"].items()}
+    return scores, pieces, " ".join(n for n in notes if n)
 
 
-def translate(predictor, text: str, search: str = "beam", beam_size: int = 5, n_best: int = 3):
-    """German -> (English translation, n-best rows [rank, translation, score], attention figure, notice)."""
+class LanguageCheck:
+    """Says when a text looks like the model's target language rather than its source (English typed into the German
+    box): py3langid (a maintained port of langid.py, Lui & Baldwin 2012) restricted to the two languages, named by
+    the run's ``data.source_column`` and ``data.target_column`` when those are language codes it knows."""
+
+    def __init__(self, source: str, target: str) -> None:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        self.source, self.target = source, target
+        self.identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        self.identifier.set_languages([source, target])
+
+    @classmethod
+    def for_run(cls, config) -> LanguageCheck | None:
+        """The check for a translation run, or None when its columns are not two language codes py3langid knows."""
+        source, target = config.data.source_column, config.data.target_column
+        if source == target:
+            return None
+        try:
+            return cls(source, target)
+        except ValueError:  # a column name that is not a language code py3langid knows
+            return None
+
+    def notice(self, text: str) -> str:
+        """A warning when ``text`` (3 words or more) is, with 95% confidence, in the target language."""
+        if len(text.split()) < 3:
+            return ""
+        language, probability = self.identifier.classify(text)
+        if language != self.target or probability < 0.95:
+            return ""
+        return (f"This looks like {LANGUAGE_NAMES.get(self.target, self.target)}, not "
+                f"{LANGUAGE_NAMES.get(self.source, self.source)}: the model only translates from "
+                f"{LANGUAGE_NAMES.get(self.source, self.source)}, so the output is probably wrong.")
+
+
+LANGUAGE_NAMES = {"de": "German", "en": "English", "fr": "French", "cs": "Czech", "es": "Spanish", "it": "Italian"}
+
+
+def translate(predictor, text: str, beam_size: int = 5, n_best: int = 3, check: LanguageCheck | None = None):
+    """German -> (English translation, n-best rows [rank, translation, score], attention figure, notice). Beam size
+    1 is greedy search; ``n_best`` is at most the beam size (a beam keeps no more), and the notice says so;
+    ``check`` warns when the text looks like the target language."""
     text, notice = clean(text, MAX_SOURCE_CHARS)
     if not text.strip():
-        raise gr.Error("Please enter a German sentence.")
-    beam_size = 1 if search == "greedy" else max(1, min(int(beam_size), MAX_BEAM))
+        raise user_error("Please enter a German sentence.")
+    beam_size = max(1, min(int(beam_size), MAX_BEAM))
+    notes = [notice, check.notice(text) if check is not None else ""]
+    if int(n_best) > beam_size:
+        notes.append(f"A beam of {beam_size} keeps {beam_size} candidate{'s' if beam_size > 1 else ''}: "
+                     f"showing {beam_size}, not {int(n_best)}.")
     n_best = max(1, min(int(n_best), beam_size))
     try:
         result = predictor.translate([text], beam_size=beam_size, n_best=n_best, return_attention=True)[0]
     except nlp_rnn.NlpRnnError as err:
-        raise gr.Error(str(err)) from None
-    rows = [[rank, candidate["translation"], round(candidate["score"], 3)]
+        raise user_error(str(err)) from None
+    rows = [[rank, candidate["translation"], f"{candidate['score']:.2f}"]
             for rank, candidate in enumerate(result["nbest"], start=1)]
     figure = attention_figure(result["source_tokens"], result["target_tokens"], result["attention"])
     if result["truncated"]:
-        notice = " ".join(filter(None, [notice, "The sentence was cut to the model's maximum input length."]))
-    return result["translation"], rows, figure, notice
+        words, _ = subword_words([t for t in result["source_tokens"] if t not in SPECIAL_TOKENS])
+        notes.append(f"The model reads at most {predictor.config.data.max_length} subword tokens, so only the "
+                     f"start was translated: “{' '.join(words)}”. Translate the rest on its own.")
+    return result["translation"], rows, figure, " ".join(n for n in notes if n)
 
 
 def write(writers: dict, model: str, prompt: str, label: str | None = None, temperature: float = 0.8,
@@ -169,15 +262,17 @@ def write(writers: dict, model: str, prompt: str, label: str | None = None, temp
             text += piece
             yield text, notice
     except nlp_rnn.NlpRnnError as err:
-        raise gr.Error(str(err)) from None
+        raise user_error(str(err)) from None
     yield text, " ".join(n for n in [notice, *(f"{n[0].upper()}{n[1:]}." for n in notices)] if n)
 
 
 def model_card(predictor) -> str:
     """The model card shipped in the run folder (README.md), or a short summary when there is none."""
     card = RunFolder(predictor.run_dir).card
-    if card.is_file():
-        return card.read_text(encoding="utf-8")
+    if card.is_file():  # its commands name the folder the page serves, not a placeholder
+        here = os.path.relpath(predictor.run_dir)
+        return card.read_text(encoding="utf-8").replace("<this folder>", here if not here.startswith("..")
+                                                        else str(Path(predictor.run_dir).resolve()))
     config = predictor.config
     return (f"# {predictor.run_dir}\n\nTask: {config.task}; data: `{config.data.source}`. "
             "No model card in this folder (`nlp-rnn pack` writes one).")
@@ -197,12 +292,12 @@ def find_entities(tagger, text: str) -> tuple[list[tuple[str, str | None]], list
     sentence, up to the model's ``data.max_length`` words."""
     text, notice = clean(text, MAX_NEWS_CHARS)
     if not text.strip():
-        raise gr.Error("Please enter some English text.")
+        raise user_error("Please enter some English text.")
     lines = [(m.start(), m.group()) for m in re.finditer(r"[^\n]+", text) if m.group().strip()]
     try:
         results = tagger.tag([line for _, line in lines])
     except nlp_rnn.NlpRnnError as err:
-        raise gr.Error(str(err)) from None
+        raise user_error(str(err)) from None
     found = [(offset + e["start"], offset + e["end"], e["type"], e["score"])
              for (offset, _), result in zip(lines, results, strict=True) for e in result["entities"]]
     pieces: list[tuple[str, str | None]] = []
@@ -231,44 +326,61 @@ def find_entities(tagger, text: str) -> tuple[list[tuple[str, str | None]], list
 def sentiment_tab(sentiment) -> None:
     with gr.Row():
         with gr.Column():
-            review = gr.Textbox(label="Movie review", lines=6, elem_id="review",
+            review = gr.Textbox(label="Movie review", lines=6, elem_id="review", max_length=MAX_REVIEW_CHARS,
                                 placeholder="Type or paste an English movie review...",
-                                info=f"Up to {MAX_REVIEW_CHARS:,} characters.")
+                                info=f"Up to {MAX_REVIEW_CHARS:,} characters. Shift+Enter or Classify submits.")
             classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
             gr.Examples(SENTIMENT_EXAMPLES, inputs=review)
         with gr.Column():
-            probabilities = gr.Label(label="Sentiment", num_top_classes=len(sentiment.labels), elem_id="sentiment")
-            words = gr.HighlightedText(label="Words that drove the decision", elem_id="words")
+            probabilities = gr.Label(label="Sentiment (calibrated probabilities)",
+                                     num_top_classes=len(sentiment.labels), elem_id="sentiment")
             review_notice = gr.Markdown(elem_id="review-notice")
+            words = gr.HighlightedText(label="Words that drove the decision", elem_id="words")
     outputs = [probabilities, words, review_notice]
-    classify_button.click(lambda text: classify(sentiment, text), review, outputs, api_name="classify",
-                          concurrency_id="model")
-    review.submit(lambda text: classify(sentiment, text), review, outputs, api_name=False, concurrency_id="model")
+    check = required("Please enter a review.")
+    for event, api_name in ((classify_button.click, "classify"), (review.submit, False)):
+        event(lambda text: classify(sentiment, text), review, outputs, api_name=api_name, concurrency_id="model",
+              validator=check).success(None, js=scroll_to("sentiment"))
 
 
 def translate_tab(translator) -> None:
+    limit = translator.config.data.max_length
     with gr.Row():
         with gr.Column():
-            source = gr.Textbox(label="German", lines=3, elem_id="source", placeholder="Ein Mann fährt Fahrrad.",
-                                info=f"Up to {MAX_SOURCE_CHARS:,} characters. The model was trained on image "
-                                     "captions (Multi30k), so short descriptive sentences work best.")
-            search = gr.Radio(["beam", "greedy"], value="beam", label="Search")
-            beam_size = gr.Slider(1, MAX_BEAM, value=5, step=1, label="Beam size")
-            n_best = gr.Slider(1, MAX_BEAM, value=3, step=1, label="Candidates to show (n-best)")
+            source = gr.Textbox(label="German", lines=1, max_lines=6, elem_id="source", max_length=MAX_SOURCE_CHARS,
+                                placeholder="Ein Mann fährt Fahrrad.",
+                                info=f"Enter translates. The model reads the first {limit} subword tokens (about "
+                                     f"{limit * 2 // 3} words; up to {MAX_SOURCE_CHARS:,} characters can be typed). "
+                                     "It was trained on image captions (Multi30k), so short descriptive sentences "
+                                     "work best; expect some errors.")
+            beam_size = gr.Slider(1, MAX_BEAM, value=5, step=1, label="Beam size (1: greedy search)",
+                                  elem_id="beam-size")
+            n_best = gr.Slider(1, 5, value=3, step=1, label="Candidates to show (n-best, at most the beam size)",
+                               elem_id="n-best")
             translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
             gr.Examples(TRANSLATION_EXAMPLES, inputs=source)
         with gr.Column():
             english = gr.Textbox(label="English", interactive=False, elem_id="english")
-            nbest = gr.Dataframe(headers=["#", "translation", "score"], datatype=["number", "str", "number"],
-                                 label="n-best (score: log-probability / GNMT length penalty)", interactive=False,
-                                 elem_id="nbest")
-            heatmap = gr.Plot(label="Attention (output x source)", elem_id="heatmap")
             source_notice = gr.Markdown(elem_id="source-notice")
-    inputs = [source, search, beam_size, n_best]
+            nbest = gr.Dataframe(headers=["#", "translation", "score"], datatype=["number", "str", "str"],
+                                 label="n-best (score: log-probability / GNMT length penalty)", interactive=False,
+                                 wrap=True, column_widths=["12%", "66%", "22%"], elem_id="nbest")
+            gr.Markdown("**Attention**: which German word (columns) each English word (rows) looked at.",
+                        elem_id="heatmap-title")
+            heatmap = gr.Plot(show_label=False, elem_id="heatmap")
+
+    def clamp(beam: float, shown: float):  # the n-best slider never offers more than the beam keeps
+        beam = int(beam)
+        return gr.update(maximum=max(beam, 2), value=min(int(shown), beam), interactive=beam > 1)
+
+    beam_size.change(clamp, [beam_size, n_best], n_best, api_name=False, queue=False)
+    inputs = [source, beam_size, n_best]
     outputs = [english, nbest, heatmap, source_notice]
-    translate_button.click(lambda *args: translate(translator, *args), inputs, outputs, api_name="translate",
-                           concurrency_id="model")
-    source.submit(lambda *args: translate(translator, *args), inputs, outputs, api_name=False, concurrency_id="model")
+    check = required("Please enter a German sentence.", len(inputs))
+    language = LanguageCheck.for_run(translator.config)
+    for event, api_name in ((translate_button.click, "translate"), (source.submit, False)):
+        event(lambda *args: translate(translator, *args, check=language), inputs, outputs, api_name=api_name,
+              concurrency_id="model", validator=check).success(None, js=scroll_to("english"))
 
 
 def entities_tab(tagger) -> None:
@@ -276,10 +388,11 @@ def entities_tab(tagger) -> None:
     legend = " · ".join(f"**{kind}** {ENTITY_TYPES.get(kind, ('',))[0]}".rstrip() for kind in colours)
     with gr.Row():
         with gr.Column():
-            news = gr.Textbox(label="English text", lines=4, elem_id="news",
+            news = gr.Textbox(label="English text", lines=4, elem_id="news", max_length=MAX_NEWS_CHARS,
                               placeholder="Angela Merkel met Emmanuel Macron in Paris .",
                               info=f"Up to {MAX_NEWS_CHARS:,} characters; each line is tagged as one sentence. "
-                                   "The model was trained on Reuters news (CoNLL-2003), so newswire works best.")
+                                   "The model was trained on Reuters news (CoNLL-2003), so newswire works best. "
+                                   "Shift+Enter or Find entities submits.")
             entities_button = gr.Button("Find entities", variant="primary", elem_id="find-entities")
             gr.Examples(ENTITY_EXAMPLES, inputs=news)
         with gr.Column():
@@ -291,9 +404,10 @@ def entities_tab(tagger) -> None:
                                  interactive=False, elem_id="entity-table")
             news_notice = gr.Markdown(elem_id="news-notice")
     outputs = [highlighted, table, news_notice]
-    entities_button.click(lambda text: find_entities(tagger, text), news, outputs, api_name="entities",
-                          concurrency_id="model")
-    news.submit(lambda text: find_entities(tagger, text), news, outputs, api_name=False, concurrency_id="model")
+    check = required("Please enter some English text.")
+    for event, api_name in ((entities_button.click, "entities"), (news.submit, False)):
+        event(lambda text: find_entities(tagger, text), news, outputs, api_name=api_name, concurrency_id="model",
+              validator=check).success(None, js=scroll_to("entities"))
 
 
 def generate_tab(writers: dict) -> None:
@@ -305,7 +419,9 @@ def generate_tab(writers: dict) -> None:
             model = gr.Radio(names, value=names[0], label="Model", elem_id="writer")
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt",
                                 value=WRITING_EXAMPLES.get(names[0], [""])[0],
-                                info=f"Up to {MAX_PROMPT_CHARS:,} characters; empty: a new text from its start.")
+                                max_length=MAX_PROMPT_CHARS,
+                                info=f"Up to {MAX_PROMPT_CHARS:,} characters; empty: a new text from its start. "
+                                     "Shift+Enter or Write submits.")
             every_label = list(dict.fromkeys(name for writer in writers.values() for name in writer.labels))
             label = gr.Dropdown(every_label, value=first.labels[-1] if first.labels else None, label="Label",
                                 visible=bool(first.labels), elem_id="write-label",
@@ -335,8 +451,10 @@ def generate_tab(writers: dict) -> None:
 
     model.change(choose, model, [label, guidance], api_name=False)
     inputs = [model, prompt, label, temperature, top_k, top_p, max_tokens, seed, guidance]
-    write_button.click(lambda *args: (yield from write(writers, *args)), inputs, [text, write_notice],
-                       api_name="write", concurrency_id="model")
+    for event, api_name in ((write_button.click, "write"), (prompt.submit, False)):
+        event(lambda *args: (yield from write(writers, *args)), inputs, [text, write_notice], api_name=api_name,
+              concurrency_id="model")
+        event(None, js=scroll_to("written"))  # at once: the text streams in where the visitor looks
 
 
 @dataclass(frozen=True)
@@ -395,7 +513,8 @@ def build_app(quantize: bool = False, device: str = "cpu", **folders: str | Path
     """One tab per entry of ``TABS``, then the Models tab. ``folders``: the run folders by option
     (``sentiment=``, ``translation=``, ``entities=``, ``generate=``); one not given: the shipped model(s)
     (``model_dirs``).
-    ``device``: where the models run (``auto``, ``cpu``, ``cuda``...; ``quantize`` is CPU only)."""
+    ``device``: where the models run (``auto``, ``cpu``, ``cuda``...; ``quantize`` is CPU only). Launch it with
+    ``css=CSS`` (Gradio 6 takes styles at launch), as ``main`` does."""
     predictors: dict[str, list] = {}
     for task, task_folders in model_dirs(**folders).items():
         predictors[task] = [nlp_rnn.load(folder, device, quantize=quantize) for folder in task_folders]  # once
@@ -411,7 +530,7 @@ def build_app(quantize: bool = False, device: str = "cpu", **folders: str | Path
         with gr.Tab("Models"):
             for predictor in itertools.chain(*predictors.values()):
                 with gr.Accordion(Path(predictor.run_dir).name, open=True):
-                    gr.Markdown(model_card(predictor))
+                    gr.Markdown(model_card(predictor), elem_classes=["model-card"])
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app
 
@@ -425,7 +544,7 @@ def main(host: str = "127.0.0.1", port: int = 7860, quantize: bool = False, devi
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // CONCURRENCY))
     app = build_app(quantize, device, **folders)
     print(f"nlp-rnn demo on http://{host}:{port}", flush=True)
-    app.launch(server_name=host, server_port=port, show_error=False)
+    app.launch(server_name=host, server_port=port, show_error=False, css=CSS)
 
 
 def script(argv: list[str] | None = None, models: str | Path | None = None) -> None:

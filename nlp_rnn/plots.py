@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from nlp_rnn.io import atomic_write  # noqa: E402
-from nlp_rnn.tokenization import readable_tokens  # noqa: E402
+from nlp_rnn.tokenization import subword_words  # noqa: E402
 
 
 def save_figure(figure: Figure, path: str | Path) -> None:
@@ -72,27 +72,38 @@ def plot_class_scores(scores: dict[str, dict[str, float]], path: str | Path) -> 
     save_figure(figure, path)
 
 
-def attention_figure(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weights) -> Figure:
-    """A heatmap of attention weights: target tokens (rows) x source tokens (columns).
+ATTENTION_FONT_PT = 11  # the heatmap's word labels: at least 10 px high where the demo shows it, on a phone too
 
-    ``weights`` is (len(tgt_tokens), len(src_tokens)), a tensor, an array or nested lists. Subword marks
-    are shown readably (``readable_tokens``). Evaluation saves it as PNG; the demo shows the same figure.
-    The figure is not registered with pyplot, so threads can draw their own at the same time.
+
+def attention_figure(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weights) -> Figure:
+    """A heatmap of attention weights: output words (rows) x source words (columns), with a colour scale.
+
+    ``weights`` is (len(tgt_tokens), len(src_tokens)), a tensor, an array or nested lists. Subword pieces are
+    merged into the words they spell (``subword_words``): a source word's column is the sum of its pieces' weights
+    (the attention it received), an output word's row the mean of its pieces' rows (still a distribution). Up to
+    20 source words the figure is 4.2 inches wide, so a phone (about 310 px for it) shows its labels at least 10 px
+    high; longer sentences widen it. Evaluation saves it as PNG; the demo shows the same figure. The figure is not
+    registered with pyplot, so threads can draw their own at the same time.
     """
     import numpy as np
 
     matrix = np.asarray(weights.tolist() if hasattr(weights, "tolist") else weights, dtype=float)
     if matrix.shape != (len(tgt_tokens), len(src_tokens)):
         raise ValueError(f"weights of shape {matrix.shape} for {len(tgt_tokens)} x {len(src_tokens)} tokens")
-    width = min(20.0, 1.5 + 0.45 * len(src_tokens))
-    height = min(20.0, 1.2 + 0.4 * len(tgt_tokens))
-    figure = Figure(figsize=(width, height))
+    src_words, src_groups = subword_words(src_tokens)
+    tgt_words, tgt_groups = subword_words(tgt_tokens)
+    columns = np.stack([matrix[:, group].sum(axis=1) for group in src_groups], axis=1)  # (tgt tokens, src words)
+    words = np.stack([columns[group].mean(axis=0) for group in tgt_groups])  # (tgt words, src words)
+    width = 4.2 + 0.2 * max(0, len(src_words) - 20)
+    height = 2.2 + 0.22 * len(tgt_words)
+    figure = Figure(figsize=(width, height), layout="constrained")
     axis = figure.subplots()
-    axis.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    axis.set_xticks(range(len(src_tokens)), readable_tokens(src_tokens), rotation=60, ha="right")
-    axis.set_yticks(range(len(tgt_tokens)), readable_tokens(tgt_tokens))
-    axis.set(xlabel="source", ylabel="output")
-    figure.tight_layout()
+    image = axis.imshow(words, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    axis.set_xticks(range(len(src_words)), src_words, rotation=90, fontsize=ATTENTION_FONT_PT)
+    axis.set_yticks(range(len(tgt_words)), tgt_words, fontsize=ATTENTION_FONT_PT)
+    colours = figure.colorbar(image, ax=axis, location="top", fraction=0.04, pad=0.02, aspect=30)
+    colours.set_label("attention weight (rows: output words; columns: source words)", fontsize=8)
+    colours.ax.tick_params(labelsize=8)
     return figure
 
 

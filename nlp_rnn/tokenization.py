@@ -17,6 +17,7 @@ from nlp_rnn.errors import NlpRnnError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
+EOS_SHOWN = "(end)"  # how plots name the end-of-sentence token
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
 
 
@@ -145,17 +146,22 @@ def decode_ids(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def readable_tokens(tokens: Sequence[str]) -> list[str]:
-    """Subword tokens for plots: when the tokens use Metaspace's "▁" word marks, a word's first piece is
-    shown bare and its continuations as "##piece" (WordPiece's convention); other tokens are unchanged."""
+def subword_words(tokens: Sequence[str]) -> tuple[list[str], list[list[int]]]:
+    """Subword tokens grouped into the words they spell: (the words, each word's token positions). With
+    Metaspace's "▁" word marks a piece without one continues the word before it; special tokens stand alone
+    (``</s>`` shown as "(end)"); tokens without word marks are words already."""
     if not any(t.startswith("\u2581") for t in tokens):
-        return list(tokens)
-    shown = []
-    for token in tokens:
+        return [EOS_SHOWN if t == EOS else t for t in tokens], [[i] for i in range(len(tokens))]
+    words: list[str] = []
+    groups: list[list[int]] = []
+    for index, token in enumerate(tokens):
         if token in SPECIAL_TOKENS:
-            shown.append(token)
-        elif token.startswith("\u2581"):
-            shown.append(token[1:] or "\u2581")
+            words.append(EOS_SHOWN if token == EOS else token)
+            groups.append([index])
+        elif token.startswith("\u2581") or not groups or tokens[groups[-1][-1]] in SPECIAL_TOKENS:
+            words.append(token.lstrip("\u2581") or "\u2581")
+            groups.append([index])
         else:
-            shown.append("##" + token)
-    return shown
+            words[-1] += token
+            groups[-1].append(index)
+    return words, groups

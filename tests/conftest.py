@@ -61,7 +61,7 @@ def demo_url(demo_module):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     app = demo_module.build_app()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=demo_module.CSS)
     yield f"http://127.0.0.1:{port}/"
     app.close()
 

@@ -1,8 +1,10 @@
 """The demo's plain functions, called directly on tiny real models (the shipped tagger for the Entities tab), and the
 app built on the shipped ones."""
 
+import dataclasses
 import itertools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +32,7 @@ def tagger():
 def test_classify_returns_probabilities_and_highlights(demo_module, tiny_run):
     text = "A warm, funny and clever film."
     scores, pieces, notice = demo_module.classify(nlp_rnn.load(tiny_run), text)
-    assert set(scores) == {"neg", "pos"}
+    assert set(scores) == {"negative", "positive"}  # the label names as a visitor reads them
     assert sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
     assert "".join(piece for piece, _ in pieces) == text  # the highlights cover the text, unchanged
     weights = [w for _, w in pieces if w is not None]
@@ -41,7 +43,7 @@ def test_classify_returns_probabilities_and_highlights(demo_module, tiny_run):
 def test_classify_cuts_long_input_and_removes_control_characters(demo_module, tiny_run):
     _, pieces, notice = demo_module.classify(nlp_rnn.load(tiny_run), "great\x00\x1b " * 200_000)  # 1.4 MB
     assert "Input cut to the first 5,000" in notice and "400,000 control character(s) removed" in notice
-    assert "".join(piece for piece, _ in pieces) == "great " * 833 + "gr"
+    assert "".join(piece for piece, _ in pieces) == "great " * 832 + "great"  # cut at the last whole word
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t ", None, "\x00\x01"])
@@ -129,29 +131,55 @@ def test_unusual_input_gets_entities_or_a_notice(demo_module, tagger, text):
 
 def test_translate_gives_nbest_and_a_heatmap_of_the_right_shape(demo_module, reversal_run):
     translator = nlp_rnn.load(reversal_run)
-    text, rows, figure, notice = demo_module.translate(translator, "1 2 3 4", "beam", 4, 3)
+    text, rows, figure, notice = demo_module.translate(translator, "1 2 3 4", 4, 3)
     result = translator.translate(["1 2 3 4"], beam_size=4, n_best=3, return_attention=True)[0]
     assert text == result["translation"]
     assert [row[1] for row in rows] == [c["translation"] for c in result["nbest"]] and len(rows) == 3
-    assert [row[0] for row in rows] == [1, 2, 3] and rows[0][2] >= rows[1][2] >= rows[2][2]
+    assert [row[0] for row in rows] == [1, 2, 3] and float(rows[0][2]) >= float(rows[1][2]) >= float(rows[2][2])
+    assert all(re.fullmatch(r"-?\d+\.\d\d", row[2]) for row in rows)  # every score with two decimals
     axis = figure.axes[0]
     assert axis.images[0].get_array().shape == (len(result["target_tokens"]), len(result["source_tokens"]))
     assert len(axis.get_xticklabels()) == len(result["source_tokens"])
     assert notice == ""
 
 
-def test_greedy_ignores_the_beam_slider_and_nbest_is_capped(demo_module, reversal_run):
+def test_beam_one_is_greedy_and_nbest_is_capped_visibly(demo_module, reversal_run):
     translator = nlp_rnn.load(reversal_run)
-    text, rows, _, _ = demo_module.translate(translator, "5 6 7", "greedy", 8, 5)
+    text, rows, _, notice = demo_module.translate(translator, "5 6 7", 1, 5)
     assert len(rows) == 1 and text == translator.translate(["5 6 7"], beam_size=1)[0]["translation"]
-    _, rows, _, _ = demo_module.translate(translator, "5 6 7", "beam", 2, 10)
-    assert len(rows) == 2
+    assert "A beam of 1 keeps 1 candidate: showing 1, not 5." in notice
+    _, rows, _, notice = demo_module.translate(translator, "5 6 7", 2, 10)
+    assert len(rows) == 2 and "showing 2, not 10" in notice
 
 
-def test_translation_examples_come_from_the_validation_split(demo_module):
+def test_a_cut_translation_says_what_was_translated(demo_module, reversal_run):
+    translator = nlp_rnn.load(reversal_run)
+    limit = translator.config.data.max_length
+    long = " ".join(str(i % 10) for i in range(limit + 10))
+    _, _, _, notice = demo_module.translate(translator, long, 1, 1)
+    kept = " ".join(long.split()[:limit])
+    assert f"at most {limit} subword tokens, so only the start was translated: “{kept}”" in notice
+
+
+def test_english_in_the_german_box_gets_a_warning(demo_module):
+    translator = nlp_rnn.load(demo_module.MODELS / "translate-de-en")
+    check = demo_module.LanguageCheck.for_run(translator.config)
+    _, _, _, notice = demo_module.translate(translator, "A man is riding a bicycle in the park.", 5, 3, check)
+    assert "This looks like English, not German" in notice
+    _, _, _, notice = demo_module.translate(translator, "Ein Mann fährt im Park Fahrrad.", 5, 3, check)
+    assert notice == ""
+    columns = dataclasses.replace(translator.config.data, source_column="src", target_column="tgt")
+    assert demo_module.LanguageCheck.for_run(dataclasses.replace(translator.config, data=columns)) is None
+
+
+def test_translation_examples_come_from_the_validation_split_and_the_model_gets_them_right(demo_module):
     mirror = Path(os.environ["NLP_RNN_DATA_DIR"]) / "bentrevett" / "multi30k" / "validation.parquet"
-    german = set(pd.read_parquet(mirror)["de"])
-    assert all(example in german for example in demo_module.TRANSLATION_EXAMPLES)
+    references = dict(pd.read_parquet(mirror)[["de", "en"]].itertuples(index=False))
+    assert all(example in references for example in demo_module.TRANSLATION_EXAMPLES)
+    translator = nlp_rnn.load(demo_module.MODELS / "translate-de-en")
+    for example in demo_module.TRANSLATION_EXAMPLES:
+        english, _, _, _ = demo_module.translate(translator, example, 5, 1)
+        assert english == references[example]
 
 
 def test_app_builds_on_the_shipped_models(demo_module):
@@ -236,6 +264,6 @@ def test_quantized_app_classifies_and_explains(demo_module):
     assert isinstance(app, gr.Blocks)
     predictor = nlp_rnn.load(MODELS / "sentiment-imdb", quantize=True)
     label, spans, _ = demo_module.classify(predictor, "A wonderful film, moving and funny.")
-    assert max(label, key=label.get) == "pos" and spans
+    assert max(label, key=label.get) == "positive" and spans
     _, rows, _ = demo_module.find_entities(nlp_rnn.load(NER, quantize=True), "Emmanuel Macron arrived in Paris .")
     assert ["LOC", "Paris"] in [row[:2] for row in rows]

@@ -6,6 +6,7 @@ refresh the README's screenshots.
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -74,11 +75,22 @@ def classify(browser, text):
 
 
 def open_tab(browser, title):
+    """Click the tab; on a narrow screen Gradio keeps the tabs that do not fit behind its "More tabs" button."""
     from selenium.webdriver.common.by import By
 
-    tab = wait_for(browser, lambda: [t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]")
-                                     if t.text == title])
-    tab[0].click()
+    def find():
+        shown = [t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == title]
+        if shown:
+            return shown
+        more = browser.find_elements(By.CSS_SELECTOR, "button[aria-label='More tabs']")
+        if more and more[0].is_displayed():
+            if not browser.find_elements(By.CSS_SELECTOR, ".overflow-dropdown:not(.hide)"):
+                more[0].click()
+            return [t for t in browser.find_elements(By.CSS_SELECTOR, ".overflow-dropdown button")
+                    if t.text == title and t.is_displayed()]
+        return []
+
+    wait_for(browser, find)[0].click()
 
 
 def find_entities(browser, text):
@@ -124,13 +136,13 @@ def test_sentiment_tab(browser, demo_url, tmp_path):
     review = wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#review textarea"))
     review.send_keys("A gorgeous, moving film. I loved every minute of it.")  # typed, key by key
     browser.find_element(By.ID, "classify").click()
-    wait_for(browser, lambda: text_of(browser, "#sentiment [data-testid=label-output-value]") == "pos")
+    wait_for(browser, lambda: text_of(browser, "#sentiment [data-testid=label-output-value]") == "positive")
     assert "loved" in text_of(browser, "#words")
     assert "gradient x input" in text_of(browser, "#review-notice")
     screenshot(browser, tmp_path, "demo-sentiment.png")
 
     classify(browser, "Two hours of my life I will never get back. Wooden acting and a plot full of holes.")
-    wait_for(browser, lambda: text_of(browser, "#sentiment [data-testid=label-output-value]") == "neg")
+    wait_for(browser, lambda: text_of(browser, "#sentiment [data-testid=label-output-value]") == "negative")
 
     classify(browser, XSS)  # shown as text, never run
     wait_for(browser, lambda: "onerror" in text_of(browser, "#words"))
@@ -171,9 +183,9 @@ def test_translate_tab(browser, demo_url, tmp_path):
     assert image.get_attribute("src").startswith("data:image/")
     screenshot(browser, tmp_path, "demo.png")
 
-    click_example(browser, source, "Eine Gruppe von Männern")
+    click_example(browser, source, "Zwei Hunde spielen")
     browser.find_element(By.ID, "translate").click()
-    wait_for(browser, lambda: "truck" in english.get_property("value"))
+    wait_for(browser, lambda: english.get_property("value") == "Two dogs play with an orange toy in tall grass.")
 
     browser.execute_script(SET_TEXT, "#source textarea", "")
     browser.find_element(By.ID, "translate").click()
@@ -304,11 +316,99 @@ def test_generate_tab(browser, demo_url, tmp_path):
     assert "Traceback" not in text_of(browser, "body")
 
 
-def test_models_tab(browser, demo_url):
+def test_models_tab(browser, demo_url, tmp_path):
     browser.get(demo_url)
     open_tab(browser, "Models")
     wait_for(browser, lambda: "bentrevett/multi30k" in text_of(browser, "body"))
+    screenshot(browser, tmp_path, "demo-models.png")
     body = text_of(browser, "body")
     assert "stanfordnlp/imdb" in body and "nlp-rnn train configs/" in body
     assert "eriktks/conll2003" in body and "LSTM-CRF tagger" in body
     assert "karpathy/tiny_shakespeare" in body and "language model that writes" in body
+    assert "<this folder>" not in body and "test (test)" not in body  # written for a visitor, not a developer
+
+
+IN_VIEW = """
+const rect = document.querySelector(arguments[0]).getBoundingClientRect();
+return rect.top < window.innerHeight && rect.bottom > 0 && rect.left >= 0 && rect.right <= window.innerWidth + 1;
+"""
+LONG_GERMAN = "Ein älterer Mann mit einem roten Hut und eine junge Frau in einem blauen Kleid sitzen im Park ."
+# 19 words and the end token: 20 columns of the heatmap
+
+
+@pytest.fixture
+def phone(browser):
+    """The browser at a phone's size (390 x 844 CSS pixels), back to the desktop size afterwards."""
+    browser.set_window_size(390, 844)
+    yield browser
+    browser.set_window_size(1400, 1000)
+
+
+def test_at_phone_size_results_come_into_view_and_stay_readable(phone, demo_url, tmp_path, capfd):
+    from selenium.webdriver.common.by import By
+
+    from nlp_rnn.plots import ATTENTION_FONT_PT
+
+    browser = phone
+    browser.get(demo_url)
+    review = wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#review textarea"))
+    review.send_keys("A gorgeous, moving film. I loved every minute of it.")
+    browser.find_element(By.ID, "classify").click()
+    wait_for(browser, lambda: text_of(browser, "#sentiment [data-testid=label-output-value]") == "positive")
+    wait_for(browser, lambda: browser.execute_script(IN_VIEW, "#sentiment"))  # scrolled to the result
+    screenshot(browser, tmp_path, "demo-phone-sentiment.png")
+
+    open_tab(browser, "Translate")
+    wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#source textarea"))
+    browser.execute_script(SET_TEXT, "#source textarea", LONG_GERMAN)
+    browser.execute_script(SET_INPUT, "#beam-size input[type=number]", "10")
+    n_best_range = "return document.querySelector('#n-best input[type=range]').max"
+    wait_for(browser, lambda: browser.execute_script(n_best_range) == "10")  # the n-best slider follows the beam
+    browser.execute_script(SET_INPUT, "#n-best input[type=number]", "5")
+    browser.execute_script("window.scrollTo(0, 0)")
+    browser.find_element(By.ID, "translate").click()
+    english = browser.find_element(By.CSS_SELECTOR, "#english textarea")
+    wait_for(browser, lambda: english.get_property("value"))
+    wait_for(browser, lambda: browser.execute_script(IN_VIEW, "#english"))  # the English output, not the inputs
+    score = "#nbest [role=columnheader]:last-child, #nbest th:last-child"
+    header = wait_for(browser, lambda: [h for h in browser.find_elements(By.CSS_SELECTOR, score) if h.text])
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", header[0])
+    visible = ("const r = arguments[0].getBoundingClientRect(); const hit = document.elementFromPoint("
+               "r.left + r.width / 2, r.top + r.height / 2); return r.right <= window.innerWidth + 1 && "
+               "(arguments[0] === hit || arguments[0].contains(hit))")
+    assert "score" in header[0].text and browser.execute_script(visible, header[0])  # not behind a scrollbar
+    scores = browser.find_elements(By.CSS_SELECTOR, "#nbest [role=gridcell][data-col='2']")
+    assert len(scores) == 5 and all(re.fullmatch(r"-\d+\.\d\d", cell.text) for cell in scores)
+    image = wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#heatmap img"))
+    wait_for(browser, lambda: browser.execute_script("return arguments[0].naturalWidth", image))
+    shown, natural = browser.execute_script("return [arguments[0].clientWidth, arguments[0].naturalWidth]", image)
+    label_px = ATTENTION_FONT_PT * 100 / 72 * shown / natural  # matplotlib's 100 dpi, as the page scales the image
+    assert label_px >= 10, f"the heatmap's labels are {label_px:.1f} px high on a phone"
+    screenshot(browser, tmp_path, "demo-phone-translate.png")
+
+    open_tab(browser, "Entities")
+    wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#news textarea"))
+    browser.execute_script(SET_TEXT, "#news textarea", "Angela Merkel met Emmanuel Macron in Paris .")
+    browser.find_element(By.ID, "find-entities").click()
+    wait_for(browser, lambda: ["LOC", "Paris", "37", "42"] in entity_rows(browser))
+    screenshot(browser, tmp_path, "demo-phone-entities.png")
+
+    open_tab(browser, "Generate")
+    wait_for(browser, lambda: browser.find_element(By.CSS_SELECTOR, "#prompt textarea"))
+    browser.execute_script(SET_INPUT, "#seed input", "3")
+    write_and_watch(browser)
+    screenshot(browser, tmp_path, "demo-phone-generate.png")
+
+    open_tab(browser, "Models")
+    wait_for(browser, lambda: "stanfordnlp/imdb" in text_of(browser, "body"))
+    widest = browser.execute_script("return Math.max(...[...document.querySelectorAll('.model-card table')]"
+                                    ".map(t => t.getBoundingClientRect().right))")
+    assert widest <= browser.execute_script("return window.innerWidth") + 1  # tables scroll inside their card
+    screenshot(browser, tmp_path, "demo-phone-models.png")
+
+    capfd.readouterr()
+    open_tab(browser, "Sentiment")
+    classify(browser, "   ")  # an empty submit: a message at the box, the last result kept, no traceback
+    wait_for(browser, lambda: "Please enter a review" in text_of(browser, "body"))
+    assert text_of(browser, "#sentiment [data-testid=label-output-value]") == "positive"
+    assert "Traceback" not in capfd.readouterr().err

@@ -105,12 +105,13 @@ def test_truncate_keeps_a_head_and_a_tail_within_max_length(length, max_length, 
     assert kept[head:] == ids[length - (max_length - head) :]  # ... then the last ones, in order
 
 
-def test_readable_tokens_marks_word_continuations():
-    from nlp_rnn.tokenization import readable_tokens
+def test_subword_words_merges_pieces_into_words():
+    from nlp_rnn.tokenization import subword_words
 
-    assert readable_tokens(["\u2581Ein", "\u2581Mann", "\u2581spiel", "t", ".", "</s>"]) == \
-        ["Ein", "Mann", "spiel", "##t", "##.", "</s>"]
-    assert readable_tokens(["a", "man", "plays"]) == ["a", "man", "plays"]  # word-level: unchanged
+    words, groups = subword_words(["\u2581Ein", "\u2581Mann", "\u2581spiel", "t", ".", "</s>"])
+    assert words == ["Ein", "Mann", "spielt.", "(end)"] and groups == [[0], [1], [2, 3, 4], [5]]
+    assert subword_words(["a", "man", "</s>"]) == (["a", "man", "(end)"], [[0], [1], [2]])  # word-level
+    assert subword_words(["</s>", "t"])[0] == ["(end)", "t"]  # a piece never joins a special token
 
 
 def test_the_truncations_are_exactly_the_configs_choices():

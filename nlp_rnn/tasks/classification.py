@@ -291,8 +291,10 @@ class ClassificationTask(Task):
         for folder in sorted(run.evaluation().glob("*")):
             report = ckpt.read_json(folder / ckpt.METRICS_FILE)
             if report:
-                lines.append(f"| {folder.name} ({data['test_split'] if folder.name == 'test' else folder.name}) | "
-                             f"{report['num_examples']:,} | {report['accuracy']:.4f} | {report['macro_f1']:.4f} |")
+                named = data["test_split"] if folder.name == "test" else folder.name  # the dataset's own split name
+                shown = folder.name if named == folder.name else f"{folder.name} (split `{named}`)"
+                lines.append(f"| {shown} | {report['num_examples']:,} | {report['accuracy']:.4f} | "
+                             f"{report['macro_f1']:.4f} |")
         fitted = ckpt.read_json(run.calibration)
         if fitted:
             lines += ["", f"Probabilities are calibrated (temperature scaling, Guo et al. 2017): softmax(logits / "
