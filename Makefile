@@ -51,7 +51,7 @@ demo: install
 load-test: install
 	$(BIN)/python bench/demo_load.py --clients 50 --requests 500
 
-# Refresh docs/demo.png and docs/demo-sentiment.png: the browser test, saving its screenshots into docs/.
+# Refresh the demo screenshots in docs/ (every tab, desktop and phone size): the browser test, saving them there.
 screenshot: install
 	NLP_RNN_SCREENSHOTS=docs $(BIN)/python -m pytest tests/test_demo_browser.py -p no:cacheprovider
 
