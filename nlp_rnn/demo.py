@@ -335,7 +335,7 @@ def sentiment_tab(sentiment) -> None:
             probabilities = gr.Label(label="Sentiment (calibrated probabilities)",
                                      num_top_classes=len(sentiment.labels), elem_id="sentiment")
             review_notice = gr.Markdown(elem_id="review-notice")
-            words = gr.HighlightedText(label="Words that drove the decision", elem_id="words")
+            words = gr.HighlightedText(label="Words that drove the decision", elem_id="words", show_legend=True)
     outputs = [probabilities, words, review_notice]
     check = required("Please enter a review.")
     for event, api_name in ((classify_button.click, "classify"), (review.submit, False)):
