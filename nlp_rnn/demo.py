@@ -78,6 +78,8 @@ ENTITY_TYPES = {
     "MISC": ("miscellaneous (nationality, event, language, title, product)", "#c39bd3"),
 }
 PALETTE = ["#e9c46a", "#e76f51", "#90be6d", "#f28482", "#84a59d", "#b5838d"]
+EMPTY_REVIEW, EMPTY_GERMAN, EMPTY_NEWS = ("Please enter a review.", "Please enter a German sentence.",
+                                         "Please enter some English text.")  # the function's and the page's check
 SHOWN_LABELS = {"pos": "positive", "neg": "negative"}  # a model's short label names as the page says them
 # The page's own styles: long highlights scroll inside their panel, and on a phone the model cards' tables and
 # command blocks scroll sideways inside the card instead of squeezing the text.
@@ -159,7 +161,7 @@ def classify(predictor, text: str) -> tuple[dict[str, float], list[tuple[str, fl
     """Class probabilities for ``gr.Label``, the words that drove the decision, and a notice."""
     text, notice = clean(text, MAX_REVIEW_CHARS)
     if not text.strip():
-        raise user_error("Please enter a review.")
+        raise user_error(EMPTY_REVIEW)
     try:
         explanation = predictor.explain(text)
     except nlp_rnn.NlpRnnError as err:
@@ -223,7 +225,7 @@ def translate(predictor, text: str, beam_size: int = 5, n_best: int = 3, check: 
     ``check`` warns when the text looks like the target language."""
     text, notice = clean(text, MAX_SOURCE_CHARS)
     if not text.strip():
-        raise user_error("Please enter a German sentence.")
+        raise user_error(EMPTY_GERMAN)
     beam_size = max(1, min(int(beam_size), MAX_BEAM))
     notes = [notice, check.notice(text) if check is not None else ""]
     if int(n_best) > beam_size:
@@ -292,7 +294,7 @@ def find_entities(tagger, text: str) -> tuple[list[tuple[str, str | None]], list
     sentence, up to the model's ``data.max_length`` words."""
     text, notice = clean(text, MAX_NEWS_CHARS)
     if not text.strip():
-        raise user_error("Please enter some English text.")
+        raise user_error(EMPTY_NEWS)
     lines = [(m.start(), m.group()) for m in re.finditer(r"[^\n]+", text) if m.group().strip()]
     try:
         results = tagger.tag([line for _, line in lines])
@@ -337,7 +339,7 @@ def sentiment_tab(sentiment) -> None:
             review_notice = gr.Markdown(elem_id="review-notice")
             words = gr.HighlightedText(label="Words that drove the decision", elem_id="words", show_legend=True)
     outputs = [probabilities, words, review_notice]
-    check = required("Please enter a review.")
+    check = required(EMPTY_REVIEW)
     for event, api_name in ((classify_button.click, "classify"), (review.submit, False)):
         event(lambda text: classify(sentiment, text), review, outputs, api_name=api_name, concurrency_id="model",
               validator=check).success(None, js=scroll_to("sentiment"))
@@ -376,7 +378,7 @@ def translate_tab(translator) -> None:
     beam_size.change(clamp, [beam_size, n_best], n_best, api_name=False, queue=False)
     inputs = [source, beam_size, n_best]
     outputs = [english, nbest, heatmap, source_notice]
-    check = required("Please enter a German sentence.", len(inputs))
+    check = required(EMPTY_GERMAN, len(inputs))
     language = LanguageCheck.for_run(translator.config)
     for event, api_name in ((translate_button.click, "translate"), (source.submit, False)):
         event(lambda *args: translate(translator, *args, check=language), inputs, outputs, api_name=api_name,
@@ -404,7 +406,7 @@ def entities_tab(tagger) -> None:
                                  interactive=False, elem_id="entity-table")
             news_notice = gr.Markdown(elem_id="news-notice")
     outputs = [highlighted, table, news_notice]
-    check = required("Please enter some English text.")
+    check = required(EMPTY_NEWS)
     for event, api_name in ((entities_button.click, "entities"), (news.submit, False)):
         event(lambda text: find_entities(tagger, text), news, outputs, api_name=api_name, concurrency_id="model",
               validator=check).success(None, js=scroll_to("entities"))

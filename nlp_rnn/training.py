@@ -289,8 +289,9 @@ class Trainer:
         if self.board is not None and step % train.tensorboard_every == 0:
             self.board.histograms(self.model, step)
 
-    def _end_epoch(self, epoch: int) -> bool:
-        """Validate, keep the best weights, step the plateau schedule; True when training should stop."""
+    def _end_epoch(self, epoch: int) -> tuple[bool, float]:
+        """Validate, keep the best weights, step the plateau schedule -> (whether training should stop, the
+        validation metric)."""
         train = self.config.train
         progress = self.progress
         report = self.task.evaluate(self.model, self.data.validation, self.device, train.eval_batch_size,
@@ -299,7 +300,6 @@ class Trainer:
         metric = self.config.metric
         sums = progress["sums"]
         value = float(report[metric])  # a numpy scalar (seqeval's) would not reload with weights_only
-        self.last_value = value
         record = {"kind": "epoch", "epoch": epoch + 1, "step": progress["step"],
                   "train_loss": sums["loss"] / max(1, sums["batches"]),
                   "train_accuracy": sums["correct"] / max(1, sums["examples"]),
@@ -323,7 +323,7 @@ class Trainer:
         if train.schedule == "plateau":
             self.scheduler.step(value)
         progress.update(epoch=epoch + 1, batch=0, sums=_empty_sums())
-        return train.patience is not None and progress["bad_epochs"] >= train.patience
+        return train.patience is not None and progress["bad_epochs"] >= train.patience, value
 
     def _metrics(self, report: dict) -> dict[str, Any]:
         return {"best_epoch": self.progress["best_epoch"], "step": self.progress["step"],
@@ -402,10 +402,10 @@ class Trainer:
             if self.on_step is not None:
                 self.on_step(progress["step"])
         bar.close()
-        stop = self._end_epoch(epoch)
+        stop, value = self._end_epoch(epoch)
         self._save_state()
         if self.on_epoch is not None:
-            self.on_epoch(epoch + 1, self.last_value)
+            self.on_epoch(epoch + 1, value)
         return stop
 
     def _global_step(self, indices: list[int]) -> tuple[tuple[float, int, int, int], float]:

@@ -1,7 +1,7 @@
 """The demo in a real browser: Debian's Chromium, headless, driven by Selenium.
 
-.ci/run installs the ``chromium`` and ``chromium-driver`` packages; without them this test fails, unless
-NLP_RNN_SKIP_BROWSER=1 asks to skip it (never in CI). ``make screenshot`` runs it with NLP_RNN_SCREENSHOTS=docs to
+.ci/run installs the ``chromium`` and ``chromium-driver`` packages; without them these tests fail (they never
+skip). ``make screenshot`` runs it with NLP_RNN_SCREENSHOTS=docs to
 refresh the README's screenshots.
 """
 
@@ -29,10 +29,8 @@ XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script> a
 def browser():
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):
-        message = "needs Debian's chromium and chromium-driver packages (apt-get install chromium chromium-driver)"
-        if os.environ.get("NLP_RNN_SKIP_BROWSER") and not os.environ.get("CI"):  # asked for, never in CI
-            pytest.skip(message + "; NLP_RNN_SKIP_BROWSER is set")
-        pytest.fail(message + " (or set NLP_RNN_SKIP_BROWSER=1 to skip these tests on purpose)")
+        pytest.fail("needs Debian's chromium and chromium-driver packages (apt-get install chromium chromium-driver;"
+                    " `make test-fast` leaves out these slow tests)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
