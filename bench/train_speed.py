@@ -87,7 +87,7 @@ def train_timed(config_path: Path, args: argparse.Namespace) -> tuple[Trainer, l
 def sentiment(args: argparse.Namespace) -> dict:
     config_path = Path(args.config) if args.config else BENCH / "configs" / "imdb_keras_size.yaml"
     trainer, epochs = train_timed(config_path, args)
-    lengths = trainer.task.train.lengths()  # what one epoch reads
+    lengths = trainer.data.train.lengths()  # what one epoch reads
     tokens, reviews = sum(lengths), len(lengths)
     for epoch in epochs:
         epoch["test_accuracy"] = epoch["val_accuracy"]
@@ -104,7 +104,7 @@ def translation(args: argparse.Namespace) -> dict:
     """Target tokens/s (every non-pad target token the loss reads, </s> included, as JoeyNMT counts them)."""
     config_path = Path(args.config) if args.config else BENCH / "configs" / "multi30k_joeynmt_size.yaml"
     trainer, epochs = train_timed(config_path, args)
-    targets = [len(t) - 1 for t in trainer.task.train.tgt]  # <s> x y z </s> -> 4 predicted tokens
+    targets = [len(t) - 1 for t in trainer.data.train.tgt]  # <s> x y z </s> -> 4 predicted tokens
     tokens, sentences = sum(targets), len(targets)
     for epoch in epochs:
         epoch["target_tokens_per_second"] = tokens / epoch["train_seconds"]

@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from nlp_rnn.batching import Batch
 from nlp_rnn.config import ModelConfig
+from nlp_rnn.initialisation import initialise_
 from nlp_rnn.encoder import RecurrentEncoder
 from nlp_rnn.pooling import Pooling
 from nlp_rnn.summary import Row, SummaryMixin, count_parameters, encoder_rows
@@ -24,6 +25,7 @@ class SentimentClassifier(SummaryMixin, nn.Module):
         self.pooling = Pooling(config.pooling, self.encoder.output_size, self.encoder.num_directions)
         self.dropout = nn.Dropout(config.output_dropout)
         self.head = nn.Linear(self.pooling.output_size, num_labels)
+        initialise_(self, config.init)
 
     def summary_rows(self) -> list[Row]:
         """Encoder, pooling, dropout and head rows for :meth:`summary`."""

@@ -121,6 +121,7 @@ class ModelConfig:
     pooling: str = _choice("max", "last", "mean", "max", "max_mean", "attention")
     output_dropout: float = _bounded(0.0, 0.0, 0.99)  # on the pooled features, before the head
     packed: str = _choice("auto", "auto", "always", "never")  # auto: pack on CUDA (cuDNN), not on CPU
+    init: str = _choice("torch", "torch", "keras")  # initial weights (nlp_rnn.initialisation)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class TrainConfig:
     device: str = _choice("auto", "auto", "cpu", "cuda")
     num_threads: int = _bounded(0, 0)  # 0: torch's default
     keep_freed_memory: bool = True  # CPU: malloc reuses freed buffers instead of unmapping them (nlp_rnn.runtime)
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # bf16 autocast where the hardware computes in bf16: CUDA, CPUs with AVX-512 BF16 or AMX
     progress: bool = True
 
 

@@ -11,12 +11,14 @@ from torch.nn import functional as F
 
 from nlp_rnn.batching import BucketBatchSampler, Collator, EncodedDataset
 from nlp_rnn.metrics import classification_report
+from nlp_rnn.runtime import native_bf16
 from nlp_rnn.tokenization import PAD_ID
 
 
 def autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
-    """bf16 autocast on CUDA; a no-op context on the CPU."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+    """bf16 autocast where ``device`` computes in bf16 natively (:func:`nlp_rnn.runtime.native_bf16`), else a
+    no-op context: emulated bf16 would be slower than float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and native_bf16(device))
 
 
 @torch.no_grad()

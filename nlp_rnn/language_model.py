@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from nlp_rnn.batching import Batch
 from nlp_rnn.config import ModelConfig
+from nlp_rnn.initialisation import initialise_
 from nlp_rnn.encoder import RecurrentEncoder
 from nlp_rnn.summary import Row, SummaryMixin, count_parameters, encoder_rows
 
@@ -39,6 +40,7 @@ class BidirectionalLM(SummaryMixin, nn.Module):
         self.dropout = nn.Dropout(config.output_dropout)
         self.softmax = nn.AdaptiveLogSoftmaxWithLoss(config.hidden_size, vocab_size, adaptive_cutoffs(vocab_size),
                                                      div_value=4.0)
+        initialise_(self, config.init)
 
     def summary_rows(self) -> list[Row]:
         """Encoder, dropout and adaptive-softmax rows for :meth:`summary`; one row scores both directions."""

@@ -52,6 +52,20 @@ def select_device(name: str, option: str = "--device") -> torch.device:
         raise NlpRnnError(f"{option} {name!r}: not supported (use {DEVICES})")
     return device
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively, so bf16 autocast speeds it up: CUDA GPUs that support it, and
+    CPUs where oneDNN has bf16 instructions (AVX-512 BF16 or AMX; ``ONEDNN_MAX_CPU_ISA`` can withhold them).
+    An AVX2 CPU would emulate bf16, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
 _M_MMAP_MAX = -4
 _TRIM_THRESHOLD = 1 << 30  # give memory back to the kernel only when 1 GiB is free at the heap's top

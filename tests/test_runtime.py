@@ -94,3 +94,30 @@ def test_after_keep_freed_memory_a_large_buffer_lives_in_the_heap_and_stays_ther
 def test_it_is_a_no_op_answer_off_linux(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     assert runtime.keep_freed_memory() is False
+
+
+def test_bf16_autocast_only_where_the_cpu_computes_in_bf16():
+    """train.amp turns bf16 autocast on for a CPU with AVX-512 BF16 or AMX and leaves an AVX2 CPU in float32,
+    where bf16 would be emulated; ``ONEDNN_MAX_CPU_ISA=AVX2`` makes any x86 CPU an AVX2 one."""
+    import os
+
+    import torch
+
+    from nlp_rnn.evaluation import autocast
+
+    probe = ("import torch; from nlp_rnn.evaluation import autocast; from nlp_rnn.runtime import native_bf16\n"
+             "cpu = torch.device('cpu')\n"
+             "with autocast(cpu, True): out = torch.nn.Linear(4, 4)(torch.randn(2, 4))\n"
+             "print(native_bf16(cpu), out.dtype)")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    avx2 = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert avx2.stdout.split() == ["False", "torch.float32"]
+
+    cpu = torch.device("cpu")
+    native = runtime.native_bf16(cpu)
+    assert native == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    with autocast(cpu, True):
+        out = torch.nn.Linear(4, 4)(torch.randn(2, 4))
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)
+    with autocast(cpu, False):  # train.amp: false
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32

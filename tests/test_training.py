@@ -101,7 +101,7 @@ def test_plateau_schedule_halves_the_rate_after_an_epoch_without_improvement(tmp
     ``metric`` is not better than the best so far (higher accuracy, lower loss), and only then; it never moves
     within an epoch (no warmup, no per-step decay)."""
     config = tiny_config(model={"cell": "gru", "pooling": "max"},
-                         train={"schedule": "plateau", "epochs": 4, "lr": 2e-2, "plateau_factor": 0.5,
+                         train={"schedule": "plateau", "epochs": 6, "lr": 2e-2, "plateau_factor": 0.5,
                                 "plateau_patience": 0, "patience": None, "metric": metric})
     train(config, tmp_path / "plateau")
     epochs, steps = log_records(tmp_path / "plateau", "epoch"), log_records(tmp_path / "plateau", "step")
