@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu  # bench/machine.py (bench/ is the script's folder)
 
 import nlp_rnn
 from nlp_rnn.data import load_eval_split
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--peer", help="a bench/peers/joeynmt_multi30k.py decode JSON to compare with")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    print(f"CPU: {cpu()}", flush=True)
     torch.set_num_threads(args.threads)
     translator = nlp_rnn.load(args.model, quantize=args.quantize)
     test = load_eval_split(translator.config.data, "test", type(translator.task))

@@ -25,6 +25,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from machine import cpu  # bench/machine.py (bench/ is the script's folder)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -69,6 +71,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    print(f"CPU: {cpu()}", flush=True)
 
     from gradio_client import Client
 

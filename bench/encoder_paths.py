@@ -13,6 +13,7 @@ import platform
 import time
 
 import torch
+from machine import cpu  # bench/machine.py (bench/ is the script's folder)
 
 from nlp_rnn.batching import Batch
 from nlp_rnn.classifier import SentimentClassifier
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
+    print(f"CPU: {cpu()}", flush=True)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads, "
           f"batch {args.batch}, length <= {args.length}, embedding = hidden = {args.dim}, bidirectional")

@@ -6,7 +6,8 @@ Needs the Keras peer venv (``bash bench/peers/setup.sh keras``). Each round runs
 its own process: ``bench/peers/keras_imdb.py --epochs 1`` and ``bench/train_speed.py sentiment --epochs 1`` (the
 Keras recipe's sizes, bench/configs/imdb_keras_size.yaml, our defaults: bf16 autocast where the CPU has it) on the
 first ``--max-train`` training reviews, then both again with the vector ISA capped at AVX2
-(``ONEDNN_MAX_CPU_ISA=AVX2`` for both toolkits' oneDNN, ``ATEN_CPU_CAPABILITY=avx2`` for torch's own kernels):
+(``ONEDNN_MAX_CPU_ISA=AVX2`` for both toolkits' oneDNN; ``ATEN_CPU_CAPABILITY=avx2`` and
+``MKL_ENABLE_INSTRUCTIONS=AVX2`` for torch's own kernels and MKL):
 on an AVX-512 machine that stands in for an AVX2-only CPU of the same clock (same cores and caches, so it is an
 emulation, not the other machine). ``--configs`` adds further configs of ours (``--set`` style overrides after a
 colon, e.g. ``imdb_keras_size.yaml:train.amp=false``). Reviews/s are of the training epoch alone; the ratio is
@@ -30,7 +31,7 @@ from machine import cpu  # noqa: E402
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 KERAS_PYTHON = BENCH / "peers" / ".venv-keras" / "bin" / "python"
-AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def keras(args: argparse.Namespace, env: dict) -> dict:
@@ -81,7 +82,7 @@ def main() -> None:
                 results[isa][spec].append(ours(spec, args, env))
             line = ", ".join(f"{name} {runs[-1]['reviews_per_second']:.1f}" for name, runs in results[isa].items())
             print(f"round {round_index + 1}, {isa}: reviews/s {line}", flush=True)
-    print(f"| ISA | toolkit | reviews/s per round | test accuracy after 1 epoch | ours / Keras per round |")
+    print("| ISA | toolkit | reviews/s per round | test accuracy after 1 epoch | ours / Keras per round |")
     print("|---|---|---|---|---|")
     for isa in isas:
         peer = [run["reviews_per_second"] for run in results[isa]["keras"]]

@@ -17,6 +17,8 @@ import json
 import subprocess
 import sys
 
+from machine import cpu  # bench/machine.py (bench/ is the script's folder)
+
 PROBE = """
 import json, resource, sys, time
 import torch
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--times", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    print(f"CPU: {cpu()}", flush=True)
     numel = args.mib * (1 << 20) // 4
     print(f"{args.mib} MiB float32 tensor, allocated + filled + freed {args.times} times, {args.threads} threads")
     for mode in ("default", "keep"):

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu  # bench/machine.py (bench/ is the script's folder)
 from matplotlib.figure import Figure
 
 import nlp_rnn
@@ -94,6 +95,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--replot", help="only redraw the plots from a --json file of an earlier run")
     args = parser.parse_args()
+    print(f"CPU: {cpu()}", flush=True)
     if args.replot:
         plot(json.loads(Path(args.replot).read_text()))
         return

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu  # bench/machine.py (bench/ is the script's folder)
 
 from nlp_rnn.config import load_config
 from nlp_rnn.training import Trainer
@@ -137,6 +138,7 @@ def main() -> None:
     parser.add_argument("--peer", help="a bench/peers result JSON to compare with")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    print(f"CPU: {cpu()}", flush=True)
     if args.model == "translation":
         result = translation(args)
         result.update(threads=args.threads, torch=torch.__version__, machine=platform.machine())
