@@ -1,17 +1,25 @@
-"""What the benchmarks share: the CPU line every one prints first (the model and the vector extensions that matter
-here; figures from different CPUs are not comparable) and the timing of training steps."""
+"""What the benchmarks share: the CPU line every one prints first (the model, the vector extensions that matter
+here and the ones torch actually uses; figures from different CPUs are not comparable) and the timing of training
+steps."""
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+# Variables that cap the instruction set below what the CPU has, e.g. to emulate an AVX2-only machine on an
+# AVX-512 one: ATen's own kernels, oneDNN (torch's float LSTM/GRU), MKL (torch's float Linear), FBGEMM (torch's
+# dynamic int8). onnxruntime (MLAS) has none: it always picks its kernels from CPUID.
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+              "FBGEMM_ENABLE_INSTRUCTIONS")
 
 
 def cpu() -> str:
-    """The CPU model and which of the vector extensions that matter here it has."""
+    """The CPU model, which of the vector extensions that matter here it has, the level torch's own kernels run
+    at (``torch.backends.cpu.get_cpu_capability()``) and any variable in :data:`ISA_LIMITS` that is set."""
     model, flags = "", set()
     info = Path("/proc/cpuinfo")
     for line in info.read_text().splitlines() if info.is_file() else []:
@@ -20,7 +28,15 @@ def cpu() -> str:
         if line.startswith("flags") and not flags:
             flags = set(line.split(":", 1)[1].split())
     model = model or platform.processor() or platform.machine()
-    return f"{model}; flags: {' '.join(f for f in FLAGS if f in flags) or 'none of ' + ', '.join(FLAGS)}"
+    line = f"{model}; flags: {' '.join(f for f in FLAGS if f in flags) or 'none of ' + ', '.join(FLAGS)}"
+    try:
+        import torch
+
+        line += f"; torch kernels: {torch.backends.cpu.get_cpu_capability()}"
+    except ImportError:
+        pass
+    limits = [f"{name}={os.environ[name]}" for name in ISA_LIMITS if os.environ.get(name)]
+    return line + (f"; restricted by {' '.join(limits)}" if limits else "")
 
 
 def training_speed(config, steps: int, warmup: int) -> dict:

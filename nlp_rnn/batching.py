@@ -72,13 +72,16 @@ class PairBatch:
 
 
 class EncodedDataset(Dataset):
-    """Token id lists with optional integer labels, held in memory."""
+    """Token id lists with optional integer labels: Python lists, or the columns of a cached Arrow split
+    (:mod:`nlp_rnn.encoded`) with its ``lengths`` column, so ``lengths()`` makes no pass over the ids."""
 
-    def __init__(self, input_ids: Sequence[Sequence[int]], labels: Sequence[int] | None = None) -> None:
+    def __init__(self, input_ids: Sequence[Sequence[int]], labels: Sequence[int] | None = None,
+                 lengths: Sequence[int] | None = None) -> None:
         if labels is not None and len(labels) != len(input_ids):
             raise ValueError("input_ids and labels differ in length")
         self.input_ids = input_ids
         self.labels = labels
+        self.row_lengths = lengths
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -90,7 +93,13 @@ class EncodedDataset(Dataset):
         return item
 
     def lengths(self) -> list[int]:
+        if self.row_lengths is not None:
+            return _as_list(self.row_lengths)
         return [len(ids) for ids in self.input_ids]
+
+
+def _as_list(values: Sequence[int]) -> list[int]:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
 class Collator:
@@ -108,13 +117,18 @@ class Collator:
 
 
 class PairDataset(Dataset):
-    """Source id lists and (optionally) target id lists that already hold ``<s>`` and ``</s>``."""
+    """Source id lists and (optionally) target id lists that already hold ``<s>`` and ``</s>``; with the length
+    columns of a cached Arrow split (:mod:`nlp_rnn.encoded`), ``lengths()`` and ``sort_keys()`` read those."""
 
-    def __init__(self, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]] | None = None) -> None:
+    def __init__(self, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]] | None = None,
+                 src_lengths: Sequence[int] | None = None, tgt_lengths: Sequence[int] | None = None) -> None:
         if tgt is not None and len(tgt) != len(src):
             raise ValueError("src and tgt differ in length")
         self.src = src
         self.tgt = tgt
+        self.src_lengths = _as_list(src_lengths) if src_lengths is not None else [len(s) for s in src]
+        self.tgt_lengths = (None if tgt is None else _as_list(tgt_lengths) if tgt_lengths is not None
+                            else [len(t) for t in tgt])
 
     def __len__(self) -> int:
         return len(self.src)
@@ -127,15 +141,15 @@ class PairDataset(Dataset):
 
     def lengths(self) -> list[int]:
         """The longer side of each pair: what a token budget has to fit."""
-        if self.tgt is None:
-            return [len(s) for s in self.src]
-        return [max(len(s), len(t)) for s, t in zip(self.src, self.tgt, strict=True)]
+        if self.tgt_lengths is None:
+            return list(self.src_lengths)
+        return [max(s, t) for s, t in zip(self.src_lengths, self.tgt_lengths, strict=True)]
 
     def sort_keys(self) -> list[tuple[int, int]]:
         """Bucket on source length, then target length."""
-        if self.tgt is None:
-            return [(len(s), 0) for s in self.src]
-        return [(len(s), len(t)) for s, t in zip(self.src, self.tgt, strict=True)]
+        if self.tgt_lengths is None:
+            return [(s, 0) for s in self.src_lengths]
+        return list(zip(self.src_lengths, self.tgt_lengths, strict=True))
 
 
 class PairCollator:

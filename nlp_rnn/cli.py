@@ -248,7 +248,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from nlp_rnn.export import export_run
 
-    written = export_run(args.run_dir, args.out, args.format, args.opset, args.force)
+    written = export_run(args.run_dir, args.out, args.format, args.opset, args.force, args.int8)
     size = sum(p.stat().st_size for p in written)
     print(f"exported {args.run_dir} to {written[0].parent} ({size / 1e6:.1f} MB): "
           + ", ".join(p.name for p in written))
@@ -402,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="folder for the graphs, config and tokenizer (default: RUN_DIR/onnx)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     export.add_argument("--force", action="store_true", help="overwrite files in a non-empty --out")
+    export.add_argument("--int8", action="store_true",
+                        help="dynamic int8 weights (LSTM and Linear layers; onnxruntime's VNNI kernels where present)")
     export.set_defaults(run=_export)
 
     demo = commands.add_parser("demo", parents=[verbose], help="serve the Gradio web demo")

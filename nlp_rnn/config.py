@@ -79,6 +79,10 @@ class DataConfig:
     detokenize_ptb: bool = False  # undo Penn Treebank tokenization ("does n't" -> "doesn't"; SST) to match raw text
     max_train_examples: int | None = _bounded(None, 1)  # for smoke tests and quick experiments
     max_eval_examples: int | None = _bounded(None, 1)
+    # Encoded splits (and tokenizers trained on them) are cached as Arrow files here (nlp_rnn.encoded); None:
+    # $NLP_RNN_CACHE_DIR, else ~/.cache/nlp_rnn. num_proc: processes that encode a split not yet cached.
+    cache_dir: str | None = None
+    num_proc: int = _bounded(1, 1)
 
     @property
     def source(self) -> str:

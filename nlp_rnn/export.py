@@ -9,7 +9,8 @@ loop with a data-dependent length cannot be one graph:
 - ``decoder_step.onnx``: ``prev_tokens`` plus that state and source -> ``log_probs`` (batch, vocab), the next
   ``hidden`` and ``attentional``, and ``attention`` (batch, src_len) (``Translator.decode_step``).
 
-The search loop runs outside the graphs (``nlp_rnn.onnx_inference`` has greedy search on onnxruntime). A tagger
+The search loop runs outside the graphs (``nlp_rnn.onnx_inference`` runs greedy and beam search, the ones in
+:mod:`nlp_rnn.search`, over them on onnxruntime). A tagger
 becomes ``tagger.onnx``: ``input_ids`` (batch, length), ``char_ids`` (batch, length, chars) and ``lengths`` ->
 ``emissions`` (batch, length, tags), every axis dynamic; a CRF's transition, start and end scores go to
 ``crf.json`` and the tag names and IOB2 masks to the manifest, so Viterbi runs beside the graph, in numpy. The
@@ -18,6 +19,10 @@ export folder also holds ``config.yaml`` and the tokenizer file(s), so it is sel
 We use torch's TorchScript-based exporter (``dynamo=False``): it maps ``nn.LSTM``/``nn.GRU`` to ONNX's own
 LSTM/GRU operators with a dynamic time axis, whereas the ``torch.export``-based one (torch 2.13) unrolls the
 recurrence and fixes the sequence length to the example's.
+
+``--int8`` (``export_run(..., int8=True)``) writes the same graphs with dynamic int8 weights
+(:func:`nlp_rnn.onnx_graphs.quantize_int8`: LSTM and every Linear; GRU, RNN and embeddings stay float32), and
+``"int8": true`` in ``export.json``; ``load_onnx`` runs them as it runs the float ones.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from nlp_rnn.onnx_graphs import (  # noqa: F401  (public names of this module si
     EncoderGraph,
     export_classifier,
     export_translator,
+    quantize_int8,
 )
 from nlp_rnn.onnx_inference import MANIFEST
 from nlp_rnn.predictor import load
@@ -43,8 +49,9 @@ FORMATS = ("onnx",)
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "onnx", opset: int = OPSET,
-               force: bool = False) -> list[Path]:
-    """Export a run folder's model; returns the files written to ``out`` (default RUN_DIR/onnx)."""
+               force: bool = False, int8: bool = False) -> list[Path]:
+    """Export a run folder's model; returns the files written to ``out`` (default RUN_DIR/onnx). ``int8``: the
+    graphs with dynamic int8 weights (:func:`nlp_rnn.onnx_graphs.quantize_int8`)."""
     if fmt not in FORMATS:
         raise NlpRnnError(f"unknown export format {fmt!r}; available: {', '.join(FORMATS)}")
     try:
@@ -63,13 +70,17 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "o
         raise NlpRnnError(f"{out} is not empty (pass --force to overwrite)")
     out.mkdir(parents=True, exist_ok=True)
     written = task.export_onnx(predictor.model, out, opset)
+    if int8:
+        for graph in written:
+            if graph.suffix == ".onnx":
+                quantize_int8(graph)
     tokenizers = task.tokenizer_files(predictor.config)
     for name in [ckpt.CONFIG_FILE, *tokenizers]:
         shutil.copyfile(run / name, out / name)
         written.append(out / name)
     manifest = {"format": "onnx", "opset": opset, "task": task.name, "runner": task.onnx_runner,
                 "tokenizers": tokenizers, "graphs": [p.name for p in written if p.suffix == ".onnx"],
-                "source": str(run), "special_ids": {"pad": PAD_ID, "bos": BOS_ID, "eos": EOS_ID},
+                "int8": int8, "source": str(run), "special_ids": {"pad": PAD_ID, "bos": BOS_ID, "eos": EOS_ID},
                 **task.onnx_manifest()}
     ckpt.write_json(out / MANIFEST, manifest)
     return [*written, out / MANIFEST]

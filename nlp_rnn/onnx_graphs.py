@@ -1,12 +1,14 @@
 """The ONNX graphs of the built-in models (``nlp-rnn export``; see :mod:`nlp_rnn.export` for the layout).
 
 A task's ``export_onnx`` calls :func:`export_classifier`, :func:`export_translator` or :func:`export_tagger`;
-this module knows the models, not the tasks or run folders.
+:func:`quantize_int8` rewrites a written graph with dynamic int8 weights (``nlp-rnn export --int8``). This module
+knows the models, not the tasks or run folders.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -152,3 +154,39 @@ def export_tagger(model: nn.Module, out: Path, opset: int = OPSET) -> list[Path]
         (out / CRF_FILE).write_text(json.dumps(scores), encoding="utf-8")
         written.append(out / CRF_FILE)
     return written
+
+
+# What onnxruntime's dynamic quantization turns into int8 kernels: LSTM -> DynamicQuantizeLSTM, MatMul with a
+# constant weight (every Linear: it first rewrites Gemm as MatMul + Add) -> DynamicQuantizeLinear + MatMulInteger.
+# It has no int8 GRU or RNN: those stay float32. Embedding tables (Gather) stay float32 too: a lookup gains no
+# speed from int8, only a 4x smaller file, for rounding every vector.
+INT8_OPS = ("LSTM", "MatMul")
+
+
+class _DropPreprocessAdvice(logging.Filter):
+    """quantize_dynamic advises (on the root logger) running its shape-inference pre-processing first; our graphs
+    quantize the same without it (every weight is a constant initializer), so the advice is noise for a user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing")
+
+
+def quantize_int8(path: Path) -> Path:
+    """Rewrite the graph at ``path`` in place with dynamic int8 quantization (``onnxruntime.quantization.
+    quantize_dynamic``, :data:`INT8_OPS`): int8 weights (per output channel for an LSTM, per tensor for a
+    MatMul), activations quantized to uint8 on the fly at every call. onnxruntime's int8 GEMMs use VNNI where the
+    CPU has it; on a CPU without VNNI, loading the graph converts int8 weights that could overflow AVX2's 16-bit
+    u8 x s8 products to uint8 (its Avx2WeightS8ToU8Transformer), so one file serves both kinds of CPU."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise NlpRnnError("int8 export needs onnxruntime's quantization tools: pip install 'nlp-rnn[export]'") from None
+    temp = path.with_name(path.name + ".int8.tmp")
+    advice = _DropPreprocessAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        quantize_dynamic(path, temp, op_types_to_quantize=list(INT8_OPS), weight_type=QuantType.QInt8)
+    finally:
+        logging.getLogger().removeFilter(advice)
+    temp.replace(path)
+    return path

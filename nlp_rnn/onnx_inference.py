@@ -1,10 +1,11 @@
 """Run an exported model (``nlp-rnn export RUN_DIR --format onnx``) with onnxruntime and numpy.
 
 ``load_onnx(folder)`` gives an :class:`OnnxClassifier` (``.predict(texts)``, the same results as
-``SentimentPredictor.predict``), an :class:`OnnxTranslator` (``.translate(texts)``: greedy search, the same
-tokens as ``TranslationPredictor.translate(texts, beam_size=1)``) or an :class:`OnnxTagger` (``.tag_tokens(sentences)``:
-the same tags as ``TaggerPredictor.tag_tokens``). The folder's config and tokenizer files do the text processing;
-the graphs do the arithmetic.
+``SentimentPredictor.predict``), an :class:`OnnxTranslator` (``.translate(texts, beam_size=1)``: greedy or beam
+search from :mod:`nlp_rnn.search`, the same tokens as ``TranslationPredictor.translate`` with that beam) or an
+:class:`OnnxTagger` (``.tag_tokens(sentences)``: the same tags as ``TaggerPredictor.tag_tokens``). The folder's
+config and tokenizer files do the text processing; the graphs do the arithmetic. A folder exported with ``--int8``
+loads the same way.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from tokenizers import Tokenizer
 
 from nlp_rnn.batching import pad
 from nlp_rnn.checkpoint import CONFIG_FILE
 from nlp_rnn.config import Config, config_from_dict, read_yaml
 from nlp_rnn.crf import FORBIDDEN
+from nlp_rnn.decoder import DecoderState, DecoderStep, EncodedSource
 from nlp_rnn.errors import NlpRnnError
-from nlp_rnn.search import output_limits
+from nlp_rnn.search import Hypothesis, beam_search, greedy_search
 from nlp_rnn.tokenization import (
-    BOS_ID,
-    EOS_ID,
     PAD_ID,
     UNK_ID,
     decode_ids,
@@ -88,49 +89,62 @@ class OnnxClassifier:
         return results
 
 
+class OnnxSeq2Seq:
+    """``encoder.onnx`` and ``decoder_step.onnx`` behind ``encode`` and ``decode_step`` on tensors: the only two
+    calls greedy and beam search make, so :mod:`nlp_rnn.search` decodes over onnxruntime exactly as over PyTorch
+    (the arrays pass between numpy and torch without copies). The graph gives log-probabilities as the step's
+    logits: a softmax of them is the same distribution."""
+
+    def __init__(self, encoder, decoder) -> None:
+        self.encoder, self.decoder = encoder, decoder
+        # the exporter drops inputs a model never reads (``attentional`` without input feeding)
+        self.decoder_inputs = {i.name for i in decoder.get_inputs()}
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncodedSource:
+        values, keys, mask, hidden, attentional = (torch.from_numpy(array) for array in self.encoder.run(
+            None, {"src": src.numpy(), "src_lengths": src_lengths.numpy()}))
+        return EncodedSource(values, keys, mask, DecoderState(hidden, attentional))
+
+    def decode_step(self, prev_tokens: torch.Tensor, state: DecoderState, source: EncodedSource) -> DecoderStep:
+        feed = {"prev_tokens": prev_tokens, "hidden": state.hidden, "attentional": state.attentional,
+                "values": source.values, "keys": source.keys, "mask": source.mask}
+        log_probs, hidden, attentional, attention = (torch.from_numpy(array) for array in self.decoder.run(
+            None, {name: value.numpy() for name, value in feed.items() if name in self.decoder_inputs}))
+        return DecoderStep(log_probs, DecoderState(hidden, attentional), attention)
+
+
 class OnnxTranslator:
     def __init__(self, folder: Path, config: Config, manifest: dict, threads: int = 0) -> None:
         self.config = config
         names = manifest["tokenizers"]
         self.src_tokenizer = Tokenizer.from_file(str(folder / names[0]))
         self.tgt_tokenizer = Tokenizer.from_file(str(folder / names[-1]))
-        self.encoder = _session(folder / "encoder.onnx", threads)
-        self.decoder = _session(folder / "decoder_step.onnx", threads)
-        # the exporter drops inputs a model never reads (``attentional`` without input feeding)
-        self.decoder_inputs = {i.name for i in self.decoder.get_inputs()}
+        self.model = OnnxSeq2Seq(_session(folder / "encoder.onnx", threads),
+                                 _session(folder / "decoder_step.onnx", threads))
 
-    def greedy_ids(self, src: np.ndarray, src_lengths: np.ndarray) -> list[list[int]]:
-        """Greedy search over one padded batch -> each sentence's output ids, ``</s>`` included if it ended."""
+    def search(self, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 1) -> list[Hypothesis]:
+        """One padded batch, src (batch, src_len) -> each sentence's best hypothesis: ``greedy_search`` for
+        ``beam_size`` 1, else ``beam_search`` with the config's length penalty and limits."""
         search = self.config.search
-        limits = output_limits(src_lengths, search.max_length_ratio, search.max_output_length)
-        limit_array = np.array(limits)
-        values, keys, mask, hidden, attentional = self.encoder.run(None, {"src": src, "src_lengths": src_lengths})
-        tokens = np.full(len(src), BOS_ID, dtype=np.int64)
-        finished = np.zeros(len(src), dtype=bool)
-        steps = []
-        for t in range(max(limits)):
-            feed = {"prev_tokens": tokens, "hidden": hidden, "attentional": attentional, "values": values,
-                    "keys": keys, "mask": mask}
-            log_probs, hidden, attentional, _ = self.decoder.run(
-                None, {name: value for name, value in feed.items() if name in self.decoder_inputs})
-            tokens = log_probs.argmax(-1).astype(np.int64)  # (batch,)
-            steps.append(tokens)
-            finished |= (tokens == EOS_ID) | (t + 1 >= limit_array)
-            if finished.all():
-                break
-        outputs = []
-        for row, sequence in enumerate(np.stack(steps, axis=1).tolist()):
-            sequence = sequence[: limits[row]]
-            outputs.append(sequence[: sequence.index(EOS_ID) + 1] if EOS_ID in sequence else sequence)
-        return outputs
+        if beam_size == 1:
+            return greedy_search(self.model, src, src_lengths, search.max_length_ratio, search.max_output_length)
+        found = beam_search(self.model, src, src_lengths, beam_size, search.length_penalty, search.max_length_ratio,
+                            search.max_output_length)
+        return [hypotheses[0] for hypotheses in found]
 
-    def translate(self, texts: list[str], batch_size: int = 64) -> list[str]:
+    def translate(self, texts: list[str], beam_size: int = 1, batch_size: int = 64) -> list[str]:
+        """Each text's translation: greedy search by default (``TranslationPredictor.translate(texts,
+        beam_size=1)``'s tokens), beam search for ``beam_size`` > 1 (the same as ``beam_size=beam_size``)."""
+        if beam_size < 1:
+            raise NlpRnnError(f"beam_size must be at least 1, not {beam_size}")
         sources, _ = encode_sources(self.src_tokenizer, [str(t) for t in texts], self.config.data.max_length)
+        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths together
         translations: list[str] = [""] * len(sources)
-        for start in range(0, len(sources), batch_size):
-            src, src_lengths = _padded(sources[start : start + batch_size])
-            for offset, ids in enumerate(self.greedy_ids(src, src_lengths)):
-                translations[start + offset] = decode_ids(self.tgt_tokenizer, ids)
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            src, src_lengths, _ = pad([sources[i] for i in chosen], PAD_ID)
+            for index, hypothesis in zip(chosen, self.search(src, src_lengths, beam_size), strict=True):
+                translations[index] = decode_ids(self.tgt_tokenizer, hypothesis.tokens)
         return translations
 
 

@@ -16,6 +16,20 @@ if "NLP_RNN_DATA_DIR" not in os.environ and _MIRROR.is_dir():
     os.environ["NLP_RNN_DATA_DIR"] = str(_MIRROR)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory):
+    """Encoded splits and tokenizers cached for this session only (nlp_rnn.encoded), not in ~/.cache; commands the
+    tests start as subprocesses inherit it."""
+    from nlp_rnn.encoded import CACHE_VARIABLE
+
+    if os.environ.get(CACHE_VARIABLE):
+        yield os.environ[CACHE_VARIABLE]
+        return
+    os.environ[CACHE_VARIABLE] = str(tmp_path_factory.mktemp("nlp_rnn_cache"))
+    yield os.environ[CACHE_VARIABLE]
+    del os.environ[CACHE_VARIABLE]
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A finished run folder of the tiny attention-pooled BiLSTM (tests/tiny.py)."""

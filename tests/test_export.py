@@ -15,10 +15,12 @@ from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.cli import main
 from nlp_rnn.config import ModelConfig, TranslatorConfig, config_from_dict
 from nlp_rnn.crf import CRF, FORBIDDEN
+from nlp_rnn.data import load_eval_split
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.export import export_classifier, export_translator
 from nlp_rnn.onnx_graphs import export_tagger
 from nlp_rnn.onnx_inference import load_onnx, viterbi
+from nlp_rnn.runtime import native_bf16
 from nlp_rnn.tagger import SequenceTagger, TagBatch
 from nlp_rnn.tasks.tagging import TaggerConfig, TaggingTask, iob_allowed
 from nlp_rnn.training import train
@@ -102,8 +104,10 @@ def test_exported_classifier_predicts_like_the_run(tmp_path, tiny_run, capsys):
     ours = predictor.predict(texts)
     exported = load_onnx(out, threads=1).predict(texts, batch_size=3)
     assert [p["label"] for p in exported] == [p["label"] for p in ours]
+    # the graph computes in float32; our predict runs under bf16 autocast on a CPU with native bf16
+    tolerance = 1e-2 if native_bf16(torch.device("cpu")) else 1e-5
     for mine, theirs in zip(ours, exported, strict=True):
-        assert theirs["scores"] == pytest.approx(mine["scores"], abs=1e-5)
+        assert theirs["scores"] == pytest.approx(mine["scores"], abs=tolerance)
 
 
 def test_greedy_translation_through_onnxruntime_equals_ours(tmp_path, reversal_run):
@@ -240,3 +244,50 @@ def test_a_subword_tagger_is_refused(tmp_path):
     task = TaggingTask(config, [], {"labels": ["O", "B-PER", "I-PER"]})
     with pytest.raises(NlpRnnError, match="word-level"):
         task.export_onnx(None, tmp_path, 17)
+
+
+# -- beam search and int8 over onnxruntime ----------------------------------------------------------------------
+
+def test_beam_search_through_onnxruntime_equals_ours(tmp_path, reversal_run):
+    out = tmp_path / "onnx"
+    assert main(["export", str(reversal_run), "--out", str(out)]) == 0
+    texts = ["1 2 3", "9 8 7 6 5 4 3", "4 4 0 1", "5", "3 1 4 1 5 9 2 6 5 3 5 8 9 7 9 3 2 3 8 4 6 2 6 4"]
+    predictor, runner = nlp_rnn.load(reversal_run), load_onnx(out, threads=1)
+    for beam in (1, 2, 4):
+        ours = [t["translation"] for t in predictor.translate(texts, beam_size=beam, batch_size=3)]
+        assert runner.translate(texts, beam_size=beam, batch_size=2) == ours
+    with pytest.raises(NlpRnnError, match="beam_size"):
+        runner.translate(texts, beam_size=0)
+
+
+def graph_ops(path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_int8_classifier_export_predicts_like_the_float_one(tmp_path, tiny_run, capsys):
+    assert main(["export", str(tiny_run), "--out", str(tmp_path / "float")]) == 0
+    assert main(["export", str(tiny_run), "--out", str(tmp_path / "int8"), "--int8"]) == 0
+    assert "classifier.onnx" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "int8" / "export.json").read_text())
+    assert manifest["int8"] is True and manifest["graphs"] == ["classifier.onnx"]
+    ops = graph_ops(tmp_path / "int8" / "classifier.onnx")
+    assert {"DynamicQuantizeLSTM", "MatMulInteger"} <= ops and "LSTM" not in ops  # both directions and the head
+    predictor = nlp_rnn.load(tiny_run)
+    texts = load_eval_split(predictor.config.data, "test", type(predictor.task), max_examples=64)["text"]
+    full = load_onnx(tmp_path / "float", threads=1).predict_proba(texts, batch_size=7)
+    small = load_onnx(tmp_path / "int8", threads=1).predict_proba(texts, batch_size=7)
+    np.testing.assert_allclose(small, full, atol=0.05)  # int8 rounding moves a probability a little, not a lot
+    assert (small.argmax(-1) == full.argmax(-1)).mean() >= 0.9
+
+
+def test_int8_translator_export_keeps_its_grus_float(tmp_path, reversal_run):
+    out = tmp_path / "int8"
+    assert main(["export", str(reversal_run), "--out", str(out), "--int8"]) == 0
+    assert "MatMulInteger" in graph_ops(out / "decoder_step.onnx")  # the output layer and the attention's
+    assert "GRU" in graph_ops(out / "decoder_step.onnx")  # onnxruntime has no int8 GRU
+    texts = ["1 2 3", "9 8 7 6 5 4 3", "4 4 0 1", "5", "2 7 1 8 2 8"]
+    ours = [t["translation"] for t in nlp_rnn.load(reversal_run).translate(texts, beam_size=3)]
+    found = load_onnx(out, threads=1).translate(texts, beam_size=3)
+    assert sum(a == b for a, b in zip(found, ours, strict=True)) >= 4

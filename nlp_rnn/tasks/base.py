@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -99,16 +99,28 @@ class Task(ABC):
         from nlp_rnn.data import load_splits
 
         splits = load_splits(config.data, cls)
-        tokenizers = tokenizers or cls.train_tokenizers(config, splits.train)
+        tokenizers = tokenizers or cls.cached_tokenizers(config, splits.train)
         task = cls(config, tokenizers, cls.metadata_from(config, tokenizers, splits.label_names))
         return task, TrainingData(task.encode_training(splits.train), task.encode(splits.validation))
 
     @classmethod
+    def cached_tokenizers(cls, config: Config, train: datasets.Dataset) -> list[Tokenizer]:
+        """:meth:`train_tokenizers`, or the tokenizers an earlier run trained on the same split with the same
+        ``tokenizer:`` config (kept in the data cache, :mod:`nlp_rnn.encoded`)."""
+        from nlp_rnn.encoded import cached_tokenizers
+
+        options = {"task": cls.name, "columns": cls.columns(config.data), "tokenizer": asdict(config.tokenizer),
+                   "trainer": f"{cls.train_tokenizers.__func__.__module__}.{cls.train_tokenizers.__qualname__}"}
+        return cached_tokenizers(train, config.data, options, lambda: cls.train_tokenizers(config, train))
+
+    @classmethod
     def train_tokenizers(cls, config: Config, train: datasets.Dataset) -> list[Tokenizer]:
-        """Tokenizers trained on the training split only: by default one, on ``data.text_column``."""
+        """Tokenizers trained on the training split only: by default one, on ``data.text_column`` (read a batch
+        of rows at a time)."""
+        from nlp_rnn.encoded import read_column
         from nlp_rnn.tokenization import train_tokenizer
 
-        return [train_tokenizer(train[config.data.text_column], config.tokenizer)]
+        return [train_tokenizer(read_column(train, config.data.text_column), config.tokenizer)]
 
     @classmethod
     def metadata_from(cls, config: Config, tokenizers: list[Tokenizer], label_names: list[str]) -> dict[str, Any]:

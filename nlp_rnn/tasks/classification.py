@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -15,6 +16,7 @@ from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.batching import Collator, EncodedDataset
 from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.config import Config, DataConfig, ModelConfig
+from nlp_rnn.encoded import IDS, LENGTH, encode_split
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import evaluate_classifier, predict_logits
 from nlp_rnn.tasks import register_task
@@ -115,13 +117,20 @@ class SentimentPredictor:
 
 def encode_classification(split, tokenizer: Tokenizer, config: Config) -> EncodedDataset:
     """Token ids (truncated as configured) and labels; texts that normalise to nothing (only "<br />") are left
-    out, in validation and evaluation alike."""
+    out, in validation and evaluation alike. Encoded once per split and tokenizer (:mod:`nlp_rnn.encoded`)."""
     data = config.data
-    ids = encode_texts(tokenizer, split[data.text_column], data.max_length, data.truncation, data.head_fraction)
+    features = datasets.Features({"input_ids": IDS, "length": LENGTH, "label": split.features[data.label_column]})
+    encoded = encode_split(split, partial(_encode_batch, tokenizer=tokenizer, data=data), features, data, [tokenizer])
+    if len(encoded) < len(split):
+        log.info("left out %d of %d texts with no tokens", len(split) - len(encoded), len(split))
+    return EncodedDataset(encoded.column("input_ids"), encoded.column("label"), encoded.ints("length"))
+
+
+def _encode_batch(batch: dict[str, list], tokenizer: Tokenizer, data: DataConfig) -> dict[str, list]:
+    ids = encode_texts(tokenizer, batch[data.text_column], data.max_length, data.truncation, data.head_fraction)
     keep = [i for i, row in enumerate(ids) if row]
-    if len(keep) < len(ids):
-        log.info("left out %d of %d texts with no tokens", len(ids) - len(keep), len(ids))
-    return EncodedDataset([ids[i] for i in keep], [split[data.label_column][i] for i in keep])
+    return {"input_ids": [ids[i] for i in keep], "length": [len(ids[i]) for i in keep],
+            "label": [batch[data.label_column][i] for i in keep]}
 
 
 @register_task("classification")

@@ -23,10 +23,12 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypedDict
 
 import datasets
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch import nn
@@ -35,6 +37,7 @@ from torch.utils.data import Dataset
 from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.batching import BucketBatchSampler, pad
 from nlp_rnn.config import Config, DataConfig, TrainConfig, _bounded, _choice
+from nlp_rnn.encoded import IDS, LENGTH, EncodedSplit, encode_split
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import autocast
 from nlp_rnn.generator import CausalLM, State, cat_states, detach_state
@@ -87,15 +90,17 @@ class Generated(TypedDict):
 
 class StreamChunks(Dataset):
     """A token stream laid out as ``rows`` parallel rows; item ``k`` is row ``k % rows``'s chunk ``k // rows``
-    (``bptt`` inputs and the ``bptt`` targets one step on), so consecutive batches continue each row."""
+    (``bptt`` inputs and the ``bptt`` targets one step on), so consecutive batches continue each row. The stream
+    may be a memory-mapped array (:meth:`nlp_rnn.encoded.EncodedSplit.stream`): a chunk is read when asked for."""
 
-    def __init__(self, stream: Sequence[int], rows: int, bptt: int) -> None:
+    def __init__(self, stream: Sequence[int] | np.ndarray, rows: int, bptt: int) -> None:
         rows = max(1, min(rows, (len(stream) - 1) // bptt or 1))
         per_row = (len(stream) - 1) // rows  # targets per row
         self.bptt = min(bptt, per_row)
         self.rows = rows
         self.chunks = per_row // self.bptt if self.bptt else 0
-        self.data = torch.tensor(stream[: rows * per_row + 1], dtype=torch.long)
+        # a plain ndarray over the mapped pages (slicing an np.memmap costs more), or the list's ids
+        self.data = np.asarray(stream[: rows * per_row + 1], dtype=None if isinstance(stream, np.ndarray) else np.int64)
         self.per_row = per_row
 
     def __len__(self) -> int:
@@ -104,7 +109,8 @@ class StreamChunks(Dataset):
     def __getitem__(self, index: int) -> dict:
         row, chunk = index % self.rows, index // self.rows
         start = row * self.per_row + chunk * self.bptt
-        return {"ids": self.data[start : start + self.bptt + 1], "first": chunk == 0}
+        ids = torch.from_numpy(self.data[start : start + self.bptt + 1].astype(np.int64))
+        return {"ids": ids, "first": chunk == 0}
 
     def lengths(self) -> list[int]:
         return [self.bptt] * len(self)
@@ -135,11 +141,14 @@ class StreamSampler:
 
 
 class Documents(Dataset):
-    """One ``<s> text </s>`` row per text, with its label id when conditioned."""
+    """One ``<s> text </s>`` row per text, with its label id when conditioned (Python lists, or the columns of a
+    cached Arrow split with each row's ``lengths``)."""
 
-    def __init__(self, ids: list[list[int]], labels: list[int] | None) -> None:
+    def __init__(self, ids: Sequence[Sequence[int]], labels: Sequence[int] | None,
+                 lengths: Sequence[int] | None = None) -> None:
         self.ids = ids
         self.labels = labels
+        self.row_lengths = lengths
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -151,6 +160,9 @@ class Documents(Dataset):
         return item
 
     def lengths(self) -> list[int]:
+        """Predictions per row (one fewer than its tokens)."""
+        if self.row_lengths is not None:
+            return (np.asarray(self.row_lengths) - 1).tolist()
         return [len(ids) - 1 for ids in self.ids]
 
     def num_tokens(self) -> int:
@@ -178,6 +190,18 @@ def collate_lm(examples: list[dict]) -> LMBatch:
     ids, _, _ = pad([list(map(int, e["ids"])) for e in examples], PAD_ID)  # (batch, time + 1)
     labels = torch.tensor([e["label"] for e in examples]) if examples and "label" in examples[0] else None
     return LMBatch(ids[:, :-1], ids[:, 1:], labels, not examples[0]["first"])
+
+
+def _encode_texts(batch: dict[str, list], tokenizer: Tokenizer, column: str, label_column: str | None,
+                  limit: int | None) -> dict[str, list]:
+    """Each text as ``<s> ids </s>``, cut to ``limit + 1`` tokens (the predictions a row makes) unless None."""
+    ids = [[BOS_ID, *encoding.ids, EOS_ID] for encoding in tokenizer.encode_batch(batch[column])]
+    if limit is not None:
+        ids = [row[: limit + 1] for row in ids]
+    columns = {"ids": ids, "length": [len(row) for row in ids]}
+    if label_column:
+        columns["label"] = batch[label_column]
+    return columns
 
 
 # -- the task ------------------------------------------------------------------------------------------------
@@ -227,10 +251,6 @@ class GenerationTask(Task):
 
     # -- encoding ---------------------------------------------------------------------------------------
 
-    def _texts(self, split: datasets.Dataset) -> list[list[int]]:
-        texts = split[self.config.data.text_column]
-        return [[BOS_ID, *encoding.ids, EOS_ID] for encoding in self.tokenizer.encode_batch(texts)]
-
     def encode_training(self, split: datasets.Dataset) -> Dataset:
         if self.config.data.stream:
             return self._chunks(split, self.config.train.batch_size)
@@ -241,20 +261,31 @@ class GenerationTask(Task):
             return self._chunks(split, self.config.data.eval_streams)
         return self._documents(split)
 
-    def _chunks(self, split: datasets.Dataset, rows: int) -> StreamChunks:
-        """The split's texts as one stream, laid out in ``rows`` parallel rows of ``data.bptt``-token chunks."""
+    def _encoded(self, split: datasets.Dataset, limit: int | None) -> EncodedSplit:
+        """Each text as ``<s> ids </s>`` (``limit``: at most ``limit + 1`` of them), encoded once per split and
+        tokenizer (:mod:`nlp_rnn.encoded`)."""
         data = self.config.data
-        stream = [token for ids in self._texts(split) for token in ids]
+        columns = {"ids": IDS, "length": LENGTH}
+        if data.label_column and limit is not None:
+            columns["label"] = split.features[data.label_column]
+        encode = partial(_encode_texts, tokenizer=self.tokenizer, column=data.text_column,
+                         label_column=data.label_column if "label" in columns else None, limit=limit)
+        return encode_split(split, encode, datasets.Features(columns), data, [self.tokenizer], {"limit": limit})
+
+    def _chunks(self, split: datasets.Dataset, rows: int) -> StreamChunks:
+        """The split's texts as one stream, laid out in ``rows`` parallel rows of ``data.bptt``-token chunks; the
+        stream is read from the memory-mapped cache, never built as a list."""
+        data = self.config.data
+        stream = self._encoded(split, None).stream("ids")
         chunks = StreamChunks(stream, rows, data.bptt)
         if not len(chunks):
             raise NlpRnnError(f"{data.source}: a split has {len(stream)} tokens, too few for data.bptt {data.bptt}")
         return chunks
 
     def _documents(self, split: datasets.Dataset) -> Documents:
-        limit = self.config.data.max_length  # predictions per row: a longer text is cut (and has no </s>)
-        ids = [row[: limit + 1] for row in self._texts(split)]
-        labels = list(split[self.config.data.label_column]) if self.config.data.label_column else None
-        return Documents(ids, labels)
+        encoded = self._encoded(split, self.config.data.max_length)  # a longer text is cut (and has no </s>)
+        labels = encoded.column("label") if self.config.data.label_column else None
+        return Documents(encoded.column("ids"), labels, encoded.ints("length"))
 
     @property
     def collate(self):

@@ -5,6 +5,7 @@ pretraining the classifier's encoder. A language-model run has no predictor; a c
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,19 @@ from torch import nn
 from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.batching import BucketBatchSampler, Collator, EncodedDataset
 from nlp_rnn.config import Config, DataConfig, ModelConfig
+from nlp_rnn.encoded import IDS, LENGTH, encode_split
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import autocast
 from nlp_rnn.language_model import BidirectionalLM
 from nlp_rnn.tasks import register_task
 from nlp_rnn.tasks.base import Task, check_cell
 from nlp_rnn.tokenization import PAD_ID, encode_texts
+
+
+def _encode_batch(batch: dict[str, list], tokenizer: Tokenizer, data: DataConfig) -> dict[str, list]:
+    ids = encode_texts(tokenizer, batch[data.text_column], data.max_length, data.truncation, data.head_fraction)
+    kept = [row for row in ids if len(row) >= 2]
+    return {"input_ids": kept, "length": [len(row) for row in kept]}
 
 
 @register_task("language_model")
@@ -58,10 +66,11 @@ class LanguageModelTask(Task):
         return Collator(PAD_ID)
 
     def encode(self, split: datasets.Dataset) -> EncodedDataset:
+        """Texts of at least two tokens (one predicts nothing), truncated; encoded once (:mod:`nlp_rnn.encoded`)."""
         data = self.config.data
-        ids = encode_texts(self.tokenizer, split[data.text_column], data.max_length, data.truncation,
-                           data.head_fraction)
-        return EncodedDataset([row for row in ids if len(row) >= 2])  # one token predicts nothing
+        encoded = encode_split(split, partial(_encode_batch, tokenizer=self.tokenizer, data=data),
+                               datasets.Features({"input_ids": IDS, "length": LENGTH}), data, [self.tokenizer])
+        return EncodedDataset(encoded.column("input_ids"), lengths=encoded.ints("length"))
 
     def build_model(self) -> nn.Module:
         return BidirectionalLM(self.config.model, self.tokenizer.get_vocab_size(), PAD_ID)

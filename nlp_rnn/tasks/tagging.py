@@ -23,6 +23,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -36,6 +37,7 @@ from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.batching import BucketBatchSampler
 from nlp_rnn.config import Config, DataConfig, _bounded, _choice
 from nlp_rnn.data import DataError
+from nlp_rnn.encoded import IDS, LENGTH, encode_split
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import autocast
 from nlp_rnn.tagger import SequenceTagger, TagBatch, TaggerEnsemble
@@ -154,12 +156,14 @@ def entities_of(tags: Sequence[str]) -> list[tuple[str, int, int]]:
 class TagDataset(Dataset):
     """Encoded sentences: token ids, character ids per token, tags per word, first token of each word."""
 
-    def __init__(self, input_ids: list[list[int]], char_ids: list[list[list[int]]], tags: list[list[int]] | None,
-                 word_starts: list[list[int]] | None = None) -> None:
-        self.input_ids = input_ids
+    def __init__(self, input_ids: Sequence[Sequence[int]], char_ids: Sequence[Sequence[Sequence[int]]],
+                 tags: Sequence[Sequence[int]] | None, word_starts: Sequence[Sequence[int]] | None = None,
+                 lengths: Sequence[int] | None = None) -> None:
+        self.input_ids = input_ids  # lists, or the columns of a cached Arrow split (nlp_rnn.encoded)
         self.char_ids = char_ids
         self.tags = tags
         self.word_starts = word_starts  # None: one token per word
+        self.row_lengths = lengths  # the split's length column; None: counted from input_ids
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -173,6 +177,8 @@ class TagDataset(Dataset):
         return item
 
     def lengths(self) -> list[int]:
+        if self.row_lengths is not None:
+            return self.row_lengths.tolist() if hasattr(self.row_lengths, "tolist") else list(self.row_lengths)
         return [len(ids) for ids in self.input_ids]
 
     def num_words(self) -> int:
@@ -272,6 +278,82 @@ class _Encoded:
     starts: list[list[int]] | None
 
 
+def encode_words(sentences: Sequence[Sequence[str]], tokenizers: Sequence[Tokenizer], config: Config) -> _Encoded:
+    """Token ids, character ids per token and (subword tokenizers) each word's first token."""
+    word_tokenizer, char_tokenizer = tokenizers
+    limit = config.model.max_word_length
+    char_vocab = char_tokenizer.get_vocab()
+    normalize_chars = char_tokenizer.normalizer.normalize_str if char_tokenizer.normalizer else str
+    subwords = config.tokenizer.type != "word"
+
+    def char_ids(text: str) -> list[int]:
+        return [char_vocab.get(c, UNK_ID) for c in normalize_chars(text)[:limit]] or [UNK_ID]
+
+    encoded = _Encoded([], [], [] if subwords else None)
+    if not subwords:
+        vocab = word_tokenizer.get_vocab()
+        normalize = word_tokenizer.normalizer.normalize_str
+        for sentence in sentences:
+            encoded.ids.append([vocab.get(normalize(word), UNK_ID) for word in sentence])
+            encoded.chars.append([char_ids(word) for word in sentence])
+        return encoded
+    for sentence, encoding in zip(sentences, word_tokenizer.encode_batch(
+            [list(s) for s in sentences], is_pretokenized=True, add_special_tokens=False), strict=True):
+        ids, chars, starts = [], [], []
+        pieces: dict[int, list[int]] = {}
+        for position, word_index in enumerate(encoding.word_ids):
+            if word_index is not None:
+                pieces.setdefault(word_index, []).append(position)
+        for word_index, word in enumerate(sentence):
+            starts.append(len(ids))
+            for position in pieces.get(word_index) or [None]:  # a word normalised to nothing reads as <unk>
+                if position is None:
+                    ids.append(UNK_ID)
+                    chars.append(char_ids(word))
+                else:
+                    start, end = encoding.offsets[position]
+                    ids.append(encoding.ids[position])
+                    chars.append(char_ids(word[start:end] or word))
+        encoded.ids.append(ids)
+        encoded.chars.append(chars)
+        encoded.starts.append(starts)
+    return encoded
+
+
+def _encode_batch(batch: dict[str, list], indices: list[int], tokenizers: Sequence[Tokenizer], config: Config,
+                  names: list[str], as_names: list[str] | None, training: bool, where: str) -> dict[str, list]:
+    """Rows -> token ids, character ids, tag ids, word starts (subwords) and lengths. Empty sentences, and in
+    training those longer than ``data.max_length`` tokens, are left out; a row whose tokens and tags are not lists
+    of one length, or with a tag the model does not have, is an error naming it."""
+    data = config.data
+    index = {name: i for i, name in enumerate(names)}
+    sentences, tags = [], []
+    for row, tokens, row_tags in zip(indices, batch[data.tokens_column], batch[data.tags_column], strict=True):
+        if not isinstance(tokens, list) or not isinstance(row_tags, list):
+            raise DataError(f"{where} row {row}: {data.tokens_column!r} and {data.tags_column!r} must be lists "
+                            f"(got {type(tokens).__name__} and {type(row_tags).__name__})")
+        if len(tokens) != len(row_tags):
+            raise DataError(f"{where} row {row}: {len(tokens)} tokens but {len(row_tags)} tags "
+                            f"(tokens begin {' '.join(map(str, tokens[:6]))!r})")
+        if not tokens or (training and len(tokens) > data.max_length):
+            continue
+        ids = []
+        for tag in row_tags:
+            name = as_names[tag] if as_names is not None and isinstance(tag, int) and tag >= 0 else str(tag)
+            if name not in index:
+                raise DataError(f"{where} row {row}: tag {name!r} is not one of the model's tags "
+                                f"({', '.join(names)})")
+            ids.append(index[name])
+        sentences.append([str(token) for token in tokens])
+        tags.append(ids)
+    encoded = encode_words(sentences, tokenizers, config)
+    columns = {"input_ids": encoded.ids, "char_ids": encoded.chars, "tags": tags,
+               "length": [len(ids) for ids in encoded.ids]}
+    if encoded.starts is not None:
+        columns["word_starts"] = encoded.starts
+    return columns
+
+
 @register_task("tagging")
 class TaggingTask(Task):
     """Pre-split tokens -> one tag per token (IOB2 entities, or any tag set), BiLSTM + CRF or softmax."""
@@ -355,84 +437,31 @@ class TaggingTask(Task):
 
     def encode_words(self, sentences: Sequence[Sequence[str]]) -> _Encoded:
         """Token ids, character ids per token and (subword tokenizers) each word's first token."""
-        word_tokenizer, char_tokenizer = self.tokenizers
-        limit = self.config.model.max_word_length
-        char_vocab = char_tokenizer.get_vocab()
-        normalize_chars = char_tokenizer.normalizer.normalize_str if char_tokenizer.normalizer else str
-        subwords = self.config.tokenizer.type != "word"
-
-        def char_ids(text: str) -> list[int]:
-            return [char_vocab.get(c, UNK_ID) for c in normalize_chars(text)[:limit]] or [UNK_ID]
-
-        encoded = _Encoded([], [], [] if subwords else None)
-        if not subwords:
-            vocab = word_tokenizer.get_vocab()
-            normalize = word_tokenizer.normalizer.normalize_str
-            for sentence in sentences:
-                encoded.ids.append([vocab.get(normalize(word), UNK_ID) for word in sentence])
-                encoded.chars.append([char_ids(word) for word in sentence])
-            return encoded
-        for sentence, encoding in zip(sentences, word_tokenizer.encode_batch(
-                [list(s) for s in sentences], is_pretokenized=True, add_special_tokens=False), strict=True):
-            ids, chars, starts = [], [], []
-            pieces: dict[int, list[int]] = {}
-            for position, word_index in enumerate(encoding.word_ids):
-                if word_index is not None:
-                    pieces.setdefault(word_index, []).append(position)
-            for word_index, word in enumerate(sentence):
-                starts.append(len(ids))
-                for position in pieces.get(word_index) or [None]:  # a word normalised to nothing reads as <unk>
-                    if position is None:
-                        ids.append(UNK_ID)
-                        chars.append(char_ids(word))
-                    else:
-                        start, end = encoding.offsets[position]
-                        ids.append(encoding.ids[position])
-                        chars.append(char_ids(word[start:end] or word))
-            encoded.ids.append(ids)
-            encoded.chars.append(chars)
-            encoded.starts.append(starts)
-        return encoded
+        return encode_words(sentences, self.tokenizers, self.config)
 
     def _encode(self, split: datasets.Dataset, training: bool) -> TagDataset:
+        """Checked and encoded once per split, tokenizers and options (:mod:`nlp_rnn.encoded`); a bad row is an
+        error naming it."""
         data = self.config.data
         where = f"{data.source} [{split.split or 'split'}]"
-        names = self.tag_names
-        index = {name: i for i, name in enumerate(names)}
         feature = getattr(split.features[data.tags_column], "feature", None)
         as_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-        sentences, tags = [], []
-        skipped_empty = skipped_long = 0
-        for row, (tokens, row_tags) in enumerate(zip(split[data.tokens_column], split[data.tags_column],
-                                                     strict=True)):
-            if not isinstance(tokens, list) or not isinstance(row_tags, list):
-                raise DataError(f"{where} row {row}: {data.tokens_column!r} and {data.tags_column!r} must be lists "
-                                f"(got {type(tokens).__name__} and {type(row_tags).__name__})")
-            if len(tokens) != len(row_tags):
-                raise DataError(f"{where} row {row}: {len(tokens)} tokens but {len(row_tags)} tags "
-                                f"(tokens begin {' '.join(map(str, tokens[:6]))!r})")
-            if not tokens:
-                skipped_empty += 1
-                continue
-            if training and len(tokens) > data.max_length:
-                skipped_long += 1
-                continue
-            ids = []
-            for tag in row_tags:
-                name = as_names[tag] if as_names is not None and isinstance(tag, int) and tag >= 0 else str(tag)
-                if name not in index:
-                    raise DataError(f"{where} row {row}: tag {name!r} is not one of the model's tags "
-                                    f"({', '.join(names)})")
-                ids.append(index[name])
-            sentences.append([str(token) for token in tokens])
-            tags.append(ids)
-        if skipped_empty or skipped_long:
-            log.info("%s: left out %d empty sentences and %d longer than %d tokens", where, skipped_empty,
-                     skipped_long, data.max_length)
-        if not sentences:
+        subwords = self.config.tokenizer.type != "word"
+        columns = {"input_ids": IDS, "char_ids": datasets.Sequence(IDS), "tags": IDS, "length": LENGTH}
+        if subwords:
+            columns["word_starts"] = IDS
+        encode = partial(_encode_batch, tokenizers=self.tokenizers, config=self.config, names=self.tag_names,
+                         as_names=as_names, training=training, where=where)
+        encoded = encode_split(split, encode, datasets.Features(columns), data, self.tokenizers,
+                               {"training": training, "tags": self.tag_names,
+                                "max_word_length": self.config.model.max_word_length}, with_indices=True)
+        if len(encoded) < len(split):
+            log.info("%s: left out %d of %d sentences (empty%s)", where, len(split) - len(encoded), len(split),
+                     f", or longer than {data.max_length} tokens" if training else "")
+        if not len(encoded):
             raise DataError(f"{where}: no sentences with tokens")
-        encoded = self.encode_words(sentences)
-        return TagDataset(encoded.ids, encoded.chars, tags, encoded.starts)
+        return TagDataset(encoded.column("input_ids"), encoded.column("char_ids"), encoded.column("tags"),
+                          encoded.column("word_starts") if subwords else None, encoded.ints("length"))
 
     def encode_training(self, split: datasets.Dataset) -> TagDataset:
         return self._encode(split, training=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -18,6 +20,7 @@ from torch.nn import functional as F
 from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.batching import BucketBatchSampler, PairCollator, PairDataset
 from nlp_rnn.config import Config, DataConfig, TrainConfig, TranslatorConfig
+from nlp_rnn.encoded import IDS, LENGTH, encode_split, read_column
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import autocast, score_translations
 from nlp_rnn.io import atomic_write_text
@@ -101,15 +104,55 @@ def encode_pairs(src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, sources: li
                  max_length: int, drop_long: bool) -> tuple[PairDataset, list[int]]:
     """Encode parallel texts; targets become ``<s> ... </s>``. With ``drop_long``, pairs with a side longer
     than ``max_length`` tokens are left out (training), else cut (evaluation). Returns the kept row indices."""
+    src, tgt, keep = _pair_ids(src_tokenizer, tgt_tokenizer, sources, targets, max_length, drop_long)
+    _log_left_out(len(sources), len(keep), max_length, drop_long)
+    return PairDataset(src, tgt), keep
+
+
+def _pair_ids(src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, sources: list[str], targets: list[str],
+              max_length: int, drop_long: bool) -> tuple[list[list[int]], list[list[int]], list[int]]:
     limit = 10**9 if drop_long else max_length
     src = encode_texts(src_tokenizer, sources, limit, "head")
     tgt = encode_texts(tgt_tokenizer, targets, limit, "head")
     keep = [i for i, (s, t) in enumerate(zip(src, tgt, strict=True))
             if s and t and (not drop_long or (len(s) <= max_length and len(t) <= max_length))]
-    if len(keep) < len(src):
-        log.info("left out %d of %d pairs %s", len(src) - len(keep), len(src),
+    return [src[i] + [EOS_ID] for i in keep], [[BOS_ID, *tgt[i], EOS_ID] for i in keep], keep
+
+
+def _log_left_out(count: int, kept: int, max_length: int, drop_long: bool) -> None:
+    if kept < count:
+        log.info("left out %d of %d pairs %s", count - kept, count,
                  f"longer than {max_length} tokens (or empty)" if drop_long else "with an empty side")
-    return PairDataset([src[i] + [EOS_ID] for i in keep], [[BOS_ID, *tgt[i], EOS_ID] for i in keep]), keep
+
+
+def _encode_batch(batch: dict[str, list], src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, data: DataConfig,
+                  drop_long: bool) -> dict[str, list]:
+    """A batch of rows -> ``src``, ``tgt`` and their lengths (and, for evaluation, the target text as the
+    reference)."""
+    targets = batch[data.target_column]
+    src, tgt, keep = _pair_ids(src_tokenizer, tgt_tokenizer, batch[data.source_column], targets, data.max_length,
+                               drop_long)
+    columns = {"src": src, "tgt": tgt, "src_length": [len(s) for s in src], "tgt_length": [len(t) for t in tgt]}
+    if not drop_long:
+        columns["reference"] = [targets[i] for i in keep]
+    return columns
+
+
+def _encode_split(task: TranslationTask, split: datasets.Dataset, drop_long: bool):
+    """``split`` encoded as :func:`encode_pairs` does, once per split, tokenizers and options
+    (:mod:`nlp_rnn.encoded`): the Arrow-backed split and its pairs."""
+    data = task.config.data
+    columns = {"src": IDS, "tgt": IDS, "src_length": LENGTH, "tgt_length": LENGTH}
+    if not drop_long:
+        columns["reference"] = datasets.Value("string")
+    encode = partial(_encode_batch, src_tokenizer=task.src_tokenizer, tgt_tokenizer=task.tgt_tokenizer, data=data,
+                     drop_long=drop_long)
+    encoded = encode_split(split, encode, datasets.Features(columns), data, task.tokenizers,
+                           {"drop_long": drop_long})
+    _log_left_out(len(split), len(encoded), data.max_length, drop_long)
+    pairs = PairDataset(encoded.column("src"), encoded.column("tgt"), encoded.ints("src_length"),
+                        encoded.ints("tgt_length"))
+    return encoded, pairs
 
 
 def _linear_teacher_forcing(train: TrainConfig, step: int, total_steps: int) -> float:
@@ -144,7 +187,7 @@ class EvaluationPairs:
     """Encoded pairs (sources cut to the model's length, as at prediction time) and their reference texts."""
 
     pairs: PairDataset
-    references: list[str]
+    references: Sequence[str]
 
     def __len__(self) -> int:
         return len(self.references)
@@ -188,8 +231,9 @@ class TranslationTask(Task):
     def train_tokenizers(cls, config: Config, train: datasets.Dataset) -> list[Tokenizer]:
         source, target = cls.columns(config.data)
         if config.tokenizer.joint:
-            return [train_tokenizer(itertools.chain(train[source], train[target]), config.tokenizer)]
-        return [train_tokenizer(train[column], config.tokenizer) for column in (source, target)]
+            return [train_tokenizer(itertools.chain(read_column(train, source), read_column(train, target)),
+                                    config.tokenizer)]
+        return [train_tokenizer(read_column(train, column), config.tokenizer) for column in (source, target)]
 
     @classmethod
     def metadata_from(cls, config: Config, tokenizers: list[Tokenizer], label_names: list[str]) -> dict[str, Any]:
@@ -213,17 +257,13 @@ class TranslationTask(Task):
 
     def encode_training(self, split: datasets.Dataset) -> PairDataset:
         """Training pairs longer than ``data.max_length`` on either side are left out."""
-        source, target = self.columns(self.config.data)
-        pairs, _ = encode_pairs(self.src_tokenizer, self.tgt_tokenizer, split[source], split[target],
-                                self.config.data.max_length, drop_long=True)
+        _, pairs = _encode_split(self, split, drop_long=True)
         return pairs
 
     def encode(self, split: datasets.Dataset) -> EvaluationPairs:
         """Sources cut to ``data.max_length`` tokens; pairs with an empty side are left out (logged)."""
-        source, target = self.columns(self.config.data)
-        pairs, kept = encode_pairs(self.src_tokenizer, self.tgt_tokenizer, split[source], split[target],
-                                   self.config.data.max_length, drop_long=False)
-        return EvaluationPairs(pairs, [split[target][i] for i in kept])
+        encoded, pairs = _encode_split(self, split, drop_long=False)
+        return EvaluationPairs(pairs, encoded.column("reference"))
 
     def sampler(self, dataset: PairDataset, train: TrainConfig) -> BucketBatchSampler:
         return BucketBatchSampler(dataset.lengths(), train.batch_size, train.max_tokens, shuffle=True,
