@@ -198,7 +198,7 @@ class TrainConfig:
     device: str = _choice("auto", "auto", "cpu", "cuda")
     num_threads: int = _bounded(0, 0)  # 0: torch's default
     keep_freed_memory: bool = True  # CPU: malloc reuses freed buffers instead of unmapping them (nlp_rnn.runtime)
-    amp: bool = True  # bf16 autocast where the hardware computes in bf16: CUDA, CPUs with AVX-512 BF16 or AMX
+    amp: bool = True  # bf16 autocast where computed natively: CUDA; CPUs with AVX-512 BF16 or AMX (training only)
     progress: bool = True
 
 

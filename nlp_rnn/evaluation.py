@@ -16,8 +16,15 @@ from nlp_rnn.tokenization import PAD_ID
 
 
 def autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
-    """bf16 autocast where ``device`` computes in bf16 natively (:func:`nlp_rnn.runtime.native_bf16`), else a
-    no-op context: emulated bf16 would be slower than float32."""
+    """bf16 autocast for evaluation and prediction: on CUDA only. A CPU evaluates and predicts in float32, so the
+    scores a run reports are those of the float32 model it saves and serves, the same batched or one by one."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def training_autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
+    """bf16 autocast for training steps where ``device`` computes in bf16 natively
+    (:func:`nlp_rnn.runtime.native_bf16`: CUDA, CPUs with AVX-512 BF16 or AMX), else a no-op context: emulated
+    bf16 would be slower than float32. The weights stay float32; only the matrix products run in bf16."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and native_bf16(device))
 
 

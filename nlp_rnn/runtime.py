@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
 
 import torch
@@ -26,6 +27,8 @@ from nlp_rnn.errors import NlpRnnError
 log = logging.getLogger(__name__)
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
+# ONEDNN_MAX_CPU_ISA values below AVX512_CORE_BF16 (oneDNN's names); torch's own bf16 check ignores the cap
+_ISAS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"})
 
 
 def select_device(name: str, option: str = "--device") -> torch.device:
@@ -59,6 +62,9 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type != "cpu":
+        return False
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap in _ISAS_WITHOUT_BF16:  # oneDNN was told to stop below AVX512_CORE_BF16: it would emulate bf16
         return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

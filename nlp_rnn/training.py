@@ -31,7 +31,7 @@ from nlp_rnn import distributed, runtime
 from nlp_rnn.checkpoint import load_tokenizers
 from nlp_rnn.config import Config, TrainConfig, load_config
 from nlp_rnn.errors import NlpRnnError
-from nlp_rnn.evaluation import autocast
+from nlp_rnn.evaluation import training_autocast
 from nlp_rnn.monitoring import TensorBoard, layer_norms
 from nlp_rnn.plots import plot_learning_curve
 from nlp_rnn.tasks import get_task
@@ -268,7 +268,7 @@ class Trainer:
         """One optimizer step -> loss, correct predictions, predictions made, gradient norm."""
         train = self.config.train
         batch = batch.to(self.device)
-        with autocast(self.device, train.amp):
+        with training_autocast(self.device, train.amp):
             loss, correct, count = self.step_module(batch, self.progress["step"], self.steps_per_epoch * train.epochs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

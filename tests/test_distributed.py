@@ -57,7 +57,8 @@ def test_shard_takes_every_nth_example():
 def test_two_processes_match_one_with_the_doubled_batch(tmp_path):
     from nlp_rnn.cli import main
 
-    config = write_config(tmp_path / "tiny.yaml", epochs=1, batch_size=8)
+    # float32 (amp off): the two sums of bf16 products round differently, and exactness is what is tested here
+    config = write_config(tmp_path / "tiny.yaml", epochs=1, batch_size=8, amp=False)
     code, output = finish(torchrun("train", str(config), "--out", str(tmp_path / "ddp")))
     assert code == 0, output
     assert main(["train", str(config), "--out", str(tmp_path / "one"), "--set", "train.batch_size=16"]) == 0

@@ -96,28 +96,32 @@ def test_it_is_a_no_op_answer_off_linux(monkeypatch):
     assert runtime.keep_freed_memory() is False
 
 
-def test_bf16_autocast_only_where_the_cpu_computes_in_bf16():
-    """train.amp turns bf16 autocast on for a CPU with AVX-512 BF16 or AMX and leaves an AVX2 CPU in float32,
-    where bf16 would be emulated; ``ONEDNN_MAX_CPU_ISA=AVX2`` makes any x86 CPU an AVX2 one."""
+def test_bf16_training_autocast_only_where_the_cpu_computes_in_bf16():
+    """train.amp turns bf16 autocast on for training steps on a CPU with AVX-512 BF16 or AMX and leaves an AVX2
+    CPU in float32, where bf16 would be emulated; ``ONEDNN_MAX_CPU_ISA`` capped below AVX512_CORE_BF16 makes any
+    x86 CPU one without bf16. Evaluation and prediction on a CPU stay float32 either way."""
     import os
 
     import torch
 
-    from nlp_rnn.evaluation import autocast
+    from nlp_rnn.evaluation import autocast, training_autocast
 
-    probe = ("import torch; from nlp_rnn.evaluation import autocast; from nlp_rnn.runtime import native_bf16\n"
+    probe = ("import torch; from nlp_rnn.evaluation import training_autocast; from nlp_rnn.runtime import native_bf16\n"
              "cpu = torch.device('cpu')\n"
-             "with autocast(cpu, True): out = torch.nn.Linear(4, 4)(torch.randn(2, 4))\n"
+             "with training_autocast(cpu, True): out = torch.nn.Linear(4, 4)(torch.randn(2, 4))\n"
              "print(native_bf16(cpu), out.dtype)")
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    avx2 = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert avx2.stdout.split() == ["False", "torch.float32"]
+    for cap in ("AVX2", "avx512_core_vnni"):
+        env = {**os.environ, "ONEDNN_MAX_CPU_ISA": cap}
+        capped = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        assert capped.stdout.split() == ["False", "torch.float32"], cap
 
     cpu = torch.device("cpu")
     native = runtime.native_bf16(cpu)
     assert native == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    with autocast(cpu, True):
+    with training_autocast(cpu, True):
         out = torch.nn.Linear(4, 4)(torch.randn(2, 4))
     assert out.dtype == (torch.bfloat16 if native else torch.float32)
-    with autocast(cpu, False):  # train.amp: false
+    with training_autocast(cpu, False):  # train.amp: false
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32
+    with autocast(cpu, True):  # evaluation
         assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32

@@ -25,7 +25,8 @@ TINY_RT = {
              "max_length": 32, "max_train_examples": 1000, "max_eval_examples": 200},
     "tokenizer": {"vocab_size": 3000, "min_frequency": 1},
     "model": {"embedding_dim": 32, "hidden_size": 32},
-    "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "progress": False, "num_threads": 1, "patience": None},
+    "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "progress": False, "num_threads": 1, "patience": None,
+              "amp": False},  # float32 on every CPU kind: bf16 (where native) changes these tiny curves
 }
 
 

@@ -18,7 +18,7 @@ TINY = {
     "tokenizer": {"vocab_size": 2000},
     "model": {"embedding_dim": 16, "hidden_size": 16, "pooling": "attention"},
     "train": {"epochs": 2, "batch_size": 32, "progress": False, "log_every": 2, "checkpoint_every": 3,
-              "num_threads": 1},
+              "num_threads": 1, "amp": False},  # float32 on every CPU kind, so the tiny run is the same everywhere
 }
 
 
