@@ -8,9 +8,8 @@ The variants: ``torch float32`` is ``nlp_rnn.load(MODEL)``; ``torch int8`` is ``
 (dynamic int8 LSTM, GRU and Linear); ``onnx float32`` is ``nlp-rnn export MODEL`` run by
 ``nlp_rnn.onnx_inference.load_onnx``; ``onnx int8`` is ``nlp-rnn export MODEL --int8`` (onnxruntime's dynamic int8
 LSTM and Linear; its GRUs stay float32: onnxruntime has no int8 GRU). The ONNX folders are exported into a
-temporary folder, or into --onnx-dir (kept, and reused by the next run). Where the torch classifier's predict runs
-under bf16 autocast (``nlp_rnn.evaluation.autocast`` on a CPU with native bf16), its column says so: that is
-what ``nlp_rnn.load`` gives there, not float32 arithmetic.
+temporary folder, or into --onnx-dir (kept, and reused by the next run). On a CPU, torch float32 is float32
+arithmetic everywhere: prediction does not autocast to bf16 (``nlp_rnn.evaluation.autocast``).
 
 Latency: one request at a time through each variant's public call (tokenization and search included, as the demo
 calls it): an IMDB test review of at most 400 tokens, and a Multi30k test2016 sentence of 13-17 words translated
@@ -118,18 +117,7 @@ def load_variants(model: str, runtimes: tuple[str, ...], precisions: tuple[str, 
     return variants
 
 
-def classifier_autocasts() -> bool:
-    """Whether a torch classifier's predict on the CPU runs under bf16 autocast (``predict_logits`` enters
-    ``nlp_rnn.evaluation.autocast``, which enables it only where the CPU computes bf16 natively)."""
-    from nlp_rnn.evaluation import autocast
-
-    return bool(getattr(autocast(torch.device("cpu")), "_enabled", False))
-
-
 def measure_sentiment(variants: dict, args: argparse.Namespace) -> dict[str, dict]:
-    if "torch float32" in variants and classifier_autocasts():
-        variants = {("torch float32, bf16 autocast" if name == "torch float32" else name): v
-                    for name, v in variants.items()}
     reference = nlp_rnn.load(MODELS["sentiment"])
     imdb = load_eval_split(reference.config.data, "test", type(reference.task))
     spread = [round(i * len(imdb) / args.reviews) for i in range(min(args.reviews, len(imdb)))]  # both labels

@@ -8,8 +8,8 @@ from torch.nn import functional as F
 
 from nlp_rnn.batching import Batch
 from nlp_rnn.config import ModelConfig
-from nlp_rnn.initialisation import initialise_
 from nlp_rnn.encoder import RecurrentEncoder
+from nlp_rnn.initialisation import initialise_
 from nlp_rnn.pooling import Pooling
 from nlp_rnn.summary import Row, SummaryMixin, count_parameters, encoder_rows
 
