@@ -205,6 +205,11 @@ def test_a_run_trained_with_bpe_dropout_saves_its_tokenizer_without_it(reversal_
     assert isinstance(result["translation"], str)
 
 
+def test_a_run_with_bpe_dropout_resumes_exactly(tmp_path, reversal_data):
+    """Interrupted in its second epoch: the resumed run reads both epochs' draws back from the data cache."""
+    assert_resumed_run_matches(bpe_config(reversal_data, 0.1), tmp_path, stop_at=130)
+
+
 def test_bpe_dropout_zero_encodes_the_training_pairs_as_today(reversal_data):
     task, data = TranslationTask.for_training(bpe_config(reversal_data, 0.0))
     assert data.train_for_epoch is None
