@@ -123,7 +123,8 @@ class RunFolder:
     metadata), ``metrics.json``, ``log.jsonl``, ``training_state.pt`` (for --resume), ``command.txt``,
     ``learning_curve.png``, ``attention/`` (translation plots), ``evaluation/SPLIT/`` (``nlp-rnn evaluate``),
     ``README.md`` (the model card, ``nlp-rnn pack``), ``onnx/`` (``nlp-rnn export``) and ``tensorboard/``
-    (``train.tensorboard``). A packed ensemble
+    (``train.tensorboard``), ``epochs/`` (the last epochs' weights, ``train.keep_epoch_weights``) and
+    ``averaged/`` (their mean, ``nlp-rnn average``: a run folder of its own). A packed ensemble
     (``nlp-rnn pack --ensemble``) holds packed runs in ``ensemble/``, listed in ``ensemble.json``, and the first
     one's config; loading it loads them all.
     """
@@ -147,6 +148,8 @@ class RunFolder:
     SEEDS_LIST = "seeds.json"  # a folder of seeds (nlp-rnn train --seeds): the seeds, each run in seed-N/
     SUMMARY = "summary.json"  # ... and the mean and standard deviation of their validation scores
     TENSORBOARD = "tensorboard"  # event files (train.tensorboard: true)
+    EPOCHS = "epochs"  # the last epochs' weights, epoch-E.safetensors (train.keep_epoch_weights)
+    AVERAGED = "averaged"  # nlp-rnn average's run folder of their mean, unless --out says where
     # what a shipped copy keeps (no training state): files, then folders; tokenizer files come from the task
     SHIPPED = (CONFIG, METRICS, LOG, LEARNING_CURVE, COMMAND, CALIBRATION)
     SHIPPED_FOLDERS = (EVALUATION, ATTENTION)
@@ -250,6 +253,26 @@ class RunFolder:
     @property
     def summary(self) -> Path:
         return self.path / self.SUMMARY
+
+    def epoch_weights(self, epoch: int) -> Path:
+        """``epochs/epoch-E.safetensors``: the weights at the end of epoch ``epoch`` (counted from 1)."""
+        return self.path / self.EPOCHS / f"epoch-{epoch}.safetensors"
+
+    def kept_epochs(self) -> list[tuple[int, Path]]:
+        """(epoch, weights file) of every epoch kept in ``epochs/``, oldest first."""
+        folder = self.path / self.EPOCHS
+        found = []
+        for path in folder.glob("epoch-*.safetensors") if folder.is_dir() else []:
+            number = path.name.removeprefix("epoch-").removesuffix(".safetensors")
+            if number.isdigit():
+                found.append((int(number), path))
+        return sorted(found)
+
+    def write_epoch_weights(self, epoch: int, model: nn.Module, metadata: dict[str, Any], keep: int) -> None:
+        """Keep epoch ``epoch``'s weights, and only the last ``keep`` epochs' (older files are deleted)."""
+        save_weights(self.epoch_weights(epoch), model, metadata)
+        for _, path in self.kept_epochs()[:-keep]:
+            path.unlink(missing_ok=True)
 
     def write_ensemble_list(self, names: list[str]) -> None:
         write_json(self.path / self.ENSEMBLE_LIST, {"members": names})

@@ -1,4 +1,4 @@
-"""``nlp-rnn train | tune | diagnose | evaluate | predict | pack | export | demo``.
+"""``nlp-rnn train | tune | diagnose | evaluate | predict | pack | average | export | demo``.
 
 Errors the user can fix print one line, never a traceback."""
 
@@ -23,7 +23,8 @@ PLUGIN_HELP = ("import a module first (a dotted name, found from the current dir
                "registers tasks or cells (repeatable); train records it in the run's config.yaml, so evaluate, "
                "predict and nlp_rnn.load import it again")
 ENSEMBLE_HELP = ("more run folders of the same task (comma-separated) that predict together with RUN_DIR: the "
-                 "mean of their tag probabilities (tagging)")
+                 "mean of their tag probabilities (tagging), or of their next-token probabilities at every greedy or "
+                 "beam search step (translation: the same tokenizers)")
 DEVICE_HELP = "where the model runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N, mps"
 
 
@@ -143,6 +144,14 @@ def _pack(args: argparse.Namespace) -> int:
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     what = f"{args.run_dir} and {', '.join(args.ensemble)} as an ensemble" if args.ensemble else args.run_dir
     print(f"packed {what} into {out} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+def _average(args: argparse.Namespace) -> int:
+    from nlp_rnn.averaging import average_run
+
+    out, epochs = average_run(args.run_dir, args.last, args.out)
+    print(f"averaged the weights of epochs {', '.join(map(str, epochs))} of {args.run_dir} into {out}")
     return 0
 
 
@@ -392,8 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
     pack.add_argument("--force", action="store_true", help="replace OUT if it exists (it is deleted first)")
     pack.add_argument("--ensemble", type=_runs, metavar="RUN2,RUN3",
-                      help="ship these runs too, as one ensemble folder that loads them all (tagging)")
+                      help="ship these runs too, as one ensemble folder that loads them all (tagging, translation)")
     pack.set_defaults(run=_pack)
+
+    average = commands.add_parser("average", parents=[verbose],
+                                  help="average the weights of a run's last N epochs into a run folder of their own")
+    average.add_argument("run_dir")
+    average.add_argument("--last", type=int, required=True, metavar="N",
+                         help="how many of the last epochs (the run kept them with train.keep_epoch_weights >= N)")
+    average.add_argument("--out", help="the run folder to write (default: RUN_DIR/averaged)")
+    average.set_defaults(run=_average)
 
     export = commands.add_parser("export", parents=[verbose],
                                  help="export a run folder's model for other runtimes (ONNX)")

@@ -109,6 +109,9 @@ class TokenizerConfig:
     normalization: str = _choice("nfkc", "nfkc", "nfc", "nfd", "nfkd", "none")
     strip_html: bool = True  # IMDB's "<br />" tags become spaces
     joint: bool = True  # translation: one vocabulary for source and target (else one tokenizer each)
+    # BPE-dropout (Provilkov et al. 2020), type bpe only: while encoding training text, each merge is skipped with
+    # this probability, a new segmentation every epoch; validation, test and prediction text never (0: off)
+    dropout: float = _bounded(0.0, 0.0, 0.9)
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,9 @@ class TrainConfig:
     tensorboard: bool = False  # also write RUN/tensorboard/ event files (nlp_rnn.monitoring)
     tensorboard_every: int = _bounded(500, 1)  # steps between weight and gradient histograms in TensorBoard
     checkpoint_every: int = _bounded(500, 1)  # steps between resumable checkpoints (also every epoch)
+    # the weights at the end of each of the last N epochs, in RUN/epochs/ (older ones deleted): what
+    # ``nlp-rnn average RUN --last N`` averages; 0 keeps none
+    keep_epoch_weights: int = _bounded(0, 0)
     device: str = _choice("auto", "auto", "cpu", "cuda")
     num_threads: int = _bounded(0, 0)  # 0: torch's default
     keep_freed_memory: bool = True  # CPU: malloc reuses freed buffers instead of unmapping them (nlp_rnn.runtime)
@@ -398,6 +404,9 @@ def _semantic_checks(config: Config, errors: list[str]) -> None:
         errors.append("data.validation_fraction: must be > 0 when data.validation_split is null")
     if config.data.test_split is None and config.data.test_fraction == 0:
         errors.append("data.test_fraction: must be > 0 when data.test_split is null")
+    dropout, kind = config.tokenizer.dropout, config.tokenizer.type
+    if isinstance(dropout, (int, float)) and dropout > 0 and kind in choices(TokenizerConfig, "type") and kind != "bpe":
+        errors.append(f"tokenizer.dropout: BPE-dropout needs tokenizer.type bpe (not {kind})")
     task = config.task if isinstance(config.task, str) else None
     metrics = TASK_METRICS.get(task, ())
     if metrics and isinstance(config.train.metric, str) and config.train.metric not in metrics:

@@ -75,6 +75,20 @@ def train_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
     return tokenizer
 
 
+def with_dropout(tokenizer: Tokenizer, dropout: float) -> Tokenizer:
+    """A copy of a BPE ``tokenizer`` that skips each merge with probability ``dropout`` every time it encodes
+    (BPE-dropout, Provilkov et al. 2020): the same vocabulary and the same text, segmented a little differently on
+    every call, for training text only. ``tokenizer`` itself is left as it is (the one a run saves has no dropout);
+    ``dropout`` 0 returns it unchanged."""
+    if not dropout:
+        return tokenizer
+    spec = json.loads(tokenizer.to_str())
+    if spec["model"].get("type") != "BPE":
+        raise NlpRnnError(f"BPE-dropout needs a BPE tokenizer, not {spec['model'].get('type')}")
+    spec["model"]["dropout"] = float(dropout)
+    return Tokenizer.from_str(json.dumps(spec))
+
+
 def union_vocabulary(tokenizers: Sequence[Tokenizer]) -> tuple[Tokenizer, list[list[int]]]:
     """One word-level tokenizer over every word of ``tokenizers`` (word-level, alike but for their vocabularies:
     the runs of an ensemble), and for each of them the map from the union's ids to its own (``<unk>`` for a word

@@ -214,9 +214,11 @@ class Trainer:
         train = self.config.train
         self.optimizer = torch.optim.AdamW(_parameter_groups(self.model, train.weight_decay), lr=train.lr)
         world = self.dist.world_size  # every rank cuts the same global batches, then takes its share
-        self.sampler = self.task.sampler(self.data.train, replace(
-            train, batch_size=train.batch_size * world, max_tokens=train.max_tokens and train.max_tokens * world))
-        self.steps_per_epoch = len(self.sampler.batches())
+        self.batching = replace(train, batch_size=train.batch_size * world,
+                                max_tokens=train.max_tokens and train.max_tokens * world)
+        self.sampler = self.task.sampler(self.data.train, self.batching)
+        self.data_epoch = 0  # the epoch whose training examples self.data.train holds
+        self.steps_per_epoch = len(self.sampler.batches())  # epoch 0's (BPE-dropout: later epochs' about the same)
         self.scheduler = _make_scheduler(self.optimizer, train, self.steps_per_epoch * train.epochs,
                                          self.config.metric)
 
@@ -320,6 +322,8 @@ class Trainer:
                 self.folder.write_metrics(self._metrics(report))
         else:
             progress["bad_epochs"] += 1
+        if train.keep_epoch_weights and self.dist.is_main:  # for checkpoint averaging (nlp_rnn.averaging)
+            self.folder.write_epoch_weights(epoch + 1, self.model, self.task.metadata(), train.keep_epoch_weights)
         if train.schedule == "plateau":
             self.scheduler.step(value)
         progress.update(epoch=epoch + 1, batch=0, sums=_empty_sums())
@@ -348,6 +352,7 @@ class Trainer:
         try:
             with _stop_signals(self):
                 for epoch in range(progress["epoch"], train.epochs):
+                    self._epoch_data(epoch)
                     self.sampler.set_epoch(epoch, start=progress["batch"])
                     if self._run_epoch(epoch):
                         break
@@ -373,6 +378,15 @@ class Trainer:
             self.task.after_training(self.model, self.folder, self.device, self.data.validation)
         distributed.barrier(self.dist)  # metrics.json is written
         return self.folder.read_metrics()
+
+    def _epoch_data(self, epoch: int) -> None:
+        """Epoch ``epoch``'s training examples and their batches, where the task draws them anew every epoch
+        (BPE-dropout); the batch order stays a function of (seed, epoch)."""
+        if self.data.train_for_epoch is None or epoch == self.data_epoch:
+            return
+        self.data.train = self.data.train_for_epoch(epoch)
+        self.sampler = self.task.sampler(self.data.train, self.batching)
+        self.data_epoch = epoch
 
     def _run_epoch(self, epoch: int) -> bool:
         """The rest of epoch ``epoch`` (from ``progress["batch"]`` on a resume), then validation; True to stop."""

@@ -2,10 +2,14 @@
 
 Decoding is a step function: ``encode(src, src_lengths) -> EncodedSource`` and
 ``decode_step(prev_tokens, state, source) -> DecoderStep(logits, state, attention)``. Training (with
-teacher forcing) and search (``nlp_rnn.search``) use only these two calls.
+teacher forcing) and search (``nlp_rnn.search``) use only these two calls, so :class:`TranslatorEnsemble`, which
+answers them for several trained translators at once, searches with the same code.
 """
 
 from __future__ import annotations
+
+import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -125,3 +129,69 @@ class Translator(SummaryMixin, nn.Module):
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=self.pad_id,
                                label_smoothing=self.label_smoothing)
         return logits, loss
+
+
+class EnsembleState(NamedTuple):
+    """Every member's own decoder state."""
+
+    members: tuple[DecoderState, ...]
+
+    def select(self, index: Tensor) -> EnsembleState:
+        return EnsembleState(tuple(state.select(index) for state in self.members))
+
+
+class EnsembleSource(NamedTuple):
+    """Every member's own encoding of the same source batch."""
+
+    members: tuple[EncodedSource, ...]
+
+    @property
+    def initial_state(self) -> EnsembleState:
+        return EnsembleState(tuple(source.initial_state for source in self.members))
+
+    def select(self, index: Tensor) -> EnsembleSource:
+        return EnsembleSource(tuple(source.select(index) for source in self.members))
+
+
+class TranslatorEnsemble(nn.Module):
+    """Trained translators with one source and one target vocabulary read as one model (``--ensemble``).
+
+    Each member encodes the source and steps its decoder with its own state; a step's distribution is the mean of
+    the members' next-token probabilities, returned as its log (in place of logits: already normalised, so
+    search's ``log_softmax`` leaves it as it is). The mean of probabilities (a mixture, as fairseq's
+    ``EnsembleModel`` combines its members and as the tagging ensemble does) rather than the mean of
+    log-probabilities (OpenNMT-py's, a renormalised geometric mean): the step scores stay log-probabilities of
+    one distribution, so beam scores and n-best scores read as a single model's do, and a token one member is
+    sure of is not vetoed by another member's near-zero probability. The attention returned is the members' mean.
+    """
+
+    def __init__(self, members: list[Translator]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> EnsembleSource:
+        return EnsembleSource(tuple(member.encode(src, src_lengths) for member in self.members))
+
+    def decode_step(self, prev_tokens: Tensor, state: EnsembleState, source: EnsembleSource) -> DecoderStep:
+        """prev_tokens (batch,) -> log of the members' mean next-token probabilities (batch, vocab), their states,
+        their mean attention (batch, src_len)."""
+        steps = [member.decode_step(prev_tokens, own_state, own_source)
+                 for member, own_state, own_source in zip(self.members, state.members, source.members, strict=True)]
+        log_probs = self._mean_log_probs([step.logits for step in steps])  # (batch, vocab)
+        attention = torch.stack([step.attention.float() for step in steps]).mean(0)  # (batch, src_len)
+        return DecoderStep(log_probs, EnsembleState(tuple(step.state for step in steps)), attention)
+
+    @staticmethod
+    def _mean_log_probs(logits: list[Tensor]) -> Tensor:
+        """log(mean_k softmax(logits_k)) over the members k, in float32: logsumexp keeps tiny probabilities."""
+        stacked = torch.stack([member_logits.float().log_softmax(-1) for member_logits in logits])  # (k, ..., vocab)
+        return stacked.logsumexp(0) - math.log(len(logits))
+
+    def forward(self, batch: PairBatch, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Teacher-forced -> log of the members' mean probabilities (batch, tgt_len, vocab) over ``batch.tgt_in``
+        and, given targets (batch, tgt_len), the negative log-likelihood per non-pad target token."""
+        log_probs = self._mean_log_probs([member(batch)[0] for member in self.members])
+        if targets is None:
+            return log_probs, None
+        pad_id = self.members[0].pad_id
+        return log_probs, F.nll_loss(log_probs.flatten(0, 1), targets.flatten(), ignore_index=pad_id)

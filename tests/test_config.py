@@ -78,6 +78,11 @@ def test_every_problem_is_reported_in_one_error():
     ({"task": "translation", "model": {"attention": "luong_dot", "hidden_size": 100}}, "luong_dot needs"),
     ({"task": "translation", "model": {"input_feeding": True}}, "model.input_feeding: applies to luong"),
     ({"task": "translation", "data": {"test_split": None, "test_fraction": 0.0}}, "data.test_fraction: must be > 0"),
+    ({"task": "translation", "tokenizer": {"dropout": 0.1}}, "tokenizer.dropout: BPE-dropout needs tokenizer.type "
+                                                            "bpe (not word)"),
+    ({"tokenizer": {"type": "bpe", "dropout": 0.1}}, "tokenizer.dropout: the classification task does not train "
+                                                     "with BPE-dropout"),
+    ({"tokenizer": {"type": "bpe", "dropout": 1.0}}, "tokenizer.dropout: 1.0 must be <= 0.9"),
 ])
 def test_single_problems_are_named(values, fragment):
     assert fragment in error_of(values)

@@ -1,4 +1,6 @@
-"""Tokenizers: special ids, save/reload, normalisation inside the tokenizer, truncation."""
+"""Tokenizers: special ids, save/reload, normalisation inside the tokenizer, truncation, BPE-dropout."""
+
+import json
 
 import pytest
 from hypothesis import given, settings
@@ -6,7 +8,16 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from nlp_rnn.config import DataConfig, TokenizerConfig, choices
-from nlp_rnn.tokenization import PAD_ID, SPECIAL_TOKENS, TRUNCATIONS, encode_texts, train_tokenizer, truncate
+from nlp_rnn.errors import NlpRnnError
+from nlp_rnn.tokenization import (
+    PAD_ID,
+    SPECIAL_TOKENS,
+    TRUNCATIONS,
+    encode_texts,
+    train_tokenizer,
+    truncate,
+    with_dropout,
+)
 
 TYPES = list(choices(TokenizerConfig, "type"))  # every tokenizer the config accepts builds and trains
 CORPUS = [
@@ -142,3 +153,23 @@ def test_union_vocabulary_needs_word_level_tokenizers():
 
     with pytest.raises(NlpRnnError, match="word-level"):
         union_vocabulary([make_tokenizer("bpe"), make_tokenizer("bpe")])
+
+
+def test_bpe_dropout_segments_differently_each_time_and_decodes_to_the_same_text():
+    tokenizer = make_tokenizer("bpe", vocab_size=200)
+    dropped = with_dropout(tokenizer, 0.3)
+    text = "A wonderful film with a great cast, truly great music."
+    plain = tokenizer.encode(text)
+    draws = [dropped.encode(text) for _ in range(20)]
+    assert len({tuple(d.ids) for d in draws}) > 1
+    assert all(len(d.ids) >= len(plain.ids) for d in draws)  # dropout only skips merges: never fewer pieces
+    assert {tokenizer.decode(d.ids) for d in draws} == {tokenizer.decode(plain.ids)}
+    assert json.loads(tokenizer.to_str())["model"]["dropout"] is None  # the tokenizer a run saves: untouched
+    assert dropped.get_vocab() == tokenizer.get_vocab()
+
+
+def test_bpe_dropout_zero_is_the_tokenizer_itself_and_other_types_refuse_it():
+    tokenizer = make_tokenizer("bpe")
+    assert with_dropout(tokenizer, 0.0) is tokenizer
+    with pytest.raises(NlpRnnError, match="needs a BPE tokenizer, not WordPiece"):
+        with_dropout(make_tokenizer("wordpiece"), 0.1)

@@ -1,8 +1,9 @@
 """Translation end to end: the reversal sanity task learns, the run folder rebuilds, the API, the CLI and bad
-input behave, resume is exact, and Multi30k / eng-fra load through the same loader."""
+input behave, resume is exact, runs form ensembles, and Multi30k / eng-fra load through the same loader."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,10 +11,13 @@ import pytest
 import torch
 
 import nlp_rnn
+from nlp_rnn.cli import main
 from nlp_rnn.config import load_config
 from nlp_rnn.data import load_splits
-from nlp_rnn.predictor import TranslationPredictor
-from nlp_rnn.tasks import TranslationTask
+from nlp_rnn.predictor import TranslationPredictor, load_model
+from nlp_rnn.search import beam_search, greedy_search
+from nlp_rnn.tasks import TranslationTask, encode_pairs
+from nlp_rnn.tokenization import decode_ids
 from nlp_rnn.training import train
 from tests.tiny import assert_resumed_run_matches, reversal_config
 
@@ -112,6 +116,106 @@ def test_predict_bad_beam_is_one_line(reversal_run):
     result = run_cli("predict", str(reversal_run), "1 2", "--beam", "2", "--nbest", "3")
     assert result.returncode == 2 and "Traceback" not in result.stderr.decode()
     assert result.stderr.decode().startswith("error:") and "n_best" in result.stderr.decode()
+
+
+# -- ensembles ----------------------------------------------------------------------------------------------------
+
+def test_a_run_in_an_ensemble_with_itself_translates_as_the_run(reversal_run):
+    texts = ["1 2 3", "4 5 6 7 8", "9 0 1 2 3 4 5 6"]
+    alone, twice = nlp_rnn.load(reversal_run), nlp_rnn.load(reversal_run, ensemble=[reversal_run])
+    for beam in (1, 3):
+        expected, found = alone.translate(texts, beam_size=beam), twice.translate(texts, beam_size=beam)
+        assert [r["translation"] for r in found] == [r["translation"] for r in expected]
+        assert [r["score"] for r in found] == pytest.approx([r["score"] for r in expected], abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def second_reversal_run(tmp_path_factory, reversal_data):
+    """Another translator of the reversal task (another seed, one epoch): the same tokenizer, other weights."""
+    run_dir = tmp_path_factory.mktemp("runs") / "second"
+    train(reversal_config(reversal_data, train={"epochs": 1, "seed": 1}), run_dir)
+    return run_dir
+
+
+def test_two_runs_evaluate_and_predict_as_an_ensemble(reversal_run, second_reversal_run, tmp_path, capsys):
+    assert main(["evaluate", str(reversal_run), "--ensemble", str(second_reversal_run), "--split", "test", "--beam",
+                 "2", "--json", "--out", str(tmp_path / "evaluation")]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["ensemble"] == [str(second_reversal_run)] and 0 < report["bleu"] <= 100
+    assert main(["predict", str(reversal_run), "--ensemble", str(second_reversal_run), "1 2 3", "--beam", "2",
+                 "--nbest", "2"]) == 0
+    assert len(capsys.readouterr().out.strip().split("\t")) == 2
+    task, ensemble = load_model(reversal_run, ensemble=[second_reversal_run])
+    batch = task.collate([{"src": ids} for ids in TranslationPredictor(
+        task.config, task.tokenizers, ensemble, reversal_run, task).encode(["1 2 3", "4 5 6 7 8 9", "0"])[0]])
+    greedy = greedy_search(ensemble, batch.src, batch.src_lengths)
+    beam_of_one = beam_search(ensemble, batch.src, batch.src_lengths, beam_size=1)
+    assert [h.tokens for h in greedy] == [n[0].tokens for n in beam_of_one]
+
+
+def test_a_packed_translation_ensemble_translates_as_its_runs_together(reversal_run, second_reversal_run, tmp_path):
+    from nlp_rnn.packaging import pack_run
+
+    packed = pack_run(reversal_run, tmp_path / "packed", ensemble=[second_reversal_run])
+    assert "An ensemble of 2 runs" in (packed / "README.md").read_text()
+    texts = ["1 2 3", "4 5 6 7 8"]
+    together = nlp_rnn.load(reversal_run, ensemble=[second_reversal_run]).translate(texts, beam_size=2)
+    assert nlp_rnn.load(packed).translate(texts, beam_size=2) == together
+
+
+def test_runs_with_other_tokenizers_cannot_form_an_ensemble(reversal_run, tmp_path, capsys):
+    from tokenizers import Tokenizer, normalizers
+
+    other = tmp_path / "other"
+    shutil.copytree(reversal_run, other)
+    tokenizer = Tokenizer.from_file(str(other / "tokenizer.json"))
+    tokenizer.normalizer = normalizers.Lowercase()  # the same vocabulary, read otherwise
+    tokenizer.save(str(other / "tokenizer.json"))
+    assert main(["predict", str(reversal_run), "--ensemble", str(other), "1 2 3"]) == 2
+    error = capsys.readouterr().err
+    assert "run 2's source tokenizer differs" in error and "run 2's target tokenizer differs" in error
+    assert len(error.strip().splitlines()) == 1
+
+
+# -- BPE-dropout --------------------------------------------------------------------------------------------------
+
+def bpe_config(reversal_data, dropout, **train_options):
+    return reversal_config(reversal_data, tokenizer={"type": "bpe", "vocab_size": 60, "dropout": dropout},
+                           train={"epochs": 2, **train_options})
+
+
+def test_bpe_dropout_segments_the_training_pairs_anew_each_epoch(reversal_data):
+    task, data = TranslationTask.for_training(bpe_config(reversal_data, 0.3))
+    rows = [data.train[i] for i in range(len(data.train))]
+    kept = data.train_for_epoch(0)  # epoch 0's draw again: read back from the data cache, as a resume does
+    assert [kept[i] for i in range(len(kept))] == rows
+    later = data.train_for_epoch(1)
+    assert [later[i] for i in range(len(later))] != rows
+    split = load_splits(task.config.data, TranslationTask).train
+    for pairs in (data.train, later):  # every draw still spells the same texts
+        assert [decode_ids(task.src_tokenizer, pairs[i]["src"]) for i in range(len(pairs))] == list(split["src"])
+        assert [decode_ids(task.tgt_tokenizer, pairs[i]["tgt"][1:]) for i in range(len(pairs))] == list(split["tgt"])
+
+
+def test_a_run_trained_with_bpe_dropout_saves_its_tokenizer_without_it(reversal_data, tmp_path):
+    train(bpe_config(reversal_data, 0.1), tmp_path / "run")
+    spec = json.loads((tmp_path / "run" / "tokenizer.json").read_text())
+    assert spec["model"]["type"] == "BPE" and spec["model"]["dropout"] is None
+    (result,) = nlp_rnn.load(tmp_path / "run").translate(["1 2 3"], beam_size=1)
+    assert isinstance(result["translation"], str)
+
+
+def test_a_run_with_bpe_dropout_resumes_exactly(tmp_path, reversal_data):
+    """Interrupted in its second epoch: the resumed run reads both epochs' draws back from the data cache."""
+    assert_resumed_run_matches(bpe_config(reversal_data, 0.1), tmp_path, stop_at=130)
+
+
+def test_bpe_dropout_zero_encodes_the_training_pairs_as_today(reversal_data):
+    task, data = TranslationTask.for_training(bpe_config(reversal_data, 0.0))
+    assert data.train_for_epoch is None
+    split = load_splits(task.config.data, TranslationTask).train
+    expected, _ = encode_pairs(task.src_tokenizer, task.tgt_tokenizer, split["src"], split["tgt"], 20, True)
+    assert [data.train[i] for i in range(len(data.train))] == [expected[i] for i in range(len(expected))]
 
 
 def test_interrupted_and_resumed_translation_run_matches(tmp_path, reversal_data):

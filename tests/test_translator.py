@@ -1,5 +1,7 @@
 """The encoder-decoder: the fast teacher-forced path equals the step loop, padding changes nothing,
-teacher forcing feeds predictions when asked, the loss ignores padding, tied weights are one matrix."""
+teacher forcing feeds predictions when asked, the loss ignores padding, tied weights are one matrix; an ensemble of
+one model (or of a model and itself) searches as that model does, and any ensemble's beam of one equals its greedy
+search."""
 
 import pytest
 import torch
@@ -7,9 +9,10 @@ import torch
 from nlp_rnn.batching import PairCollator
 from nlp_rnn.config import TrainConfig, TranslatorConfig, choices
 from nlp_rnn.decoder import DecoderStep, EncodedSource
+from nlp_rnn.search import beam_search, greedy_search
 from nlp_rnn.tasks import TEACHER_FORCING_SCHEDULES, teacher_forcing_ratio
 from nlp_rnn.tokenization import BOS_ID, EOS_ID
-from nlp_rnn.translator import Translator
+from nlp_rnn.translator import Translator, TranslatorEnsemble
 
 SMALL = dict(embedding_dim=12, hidden_size=10, decoder_hidden_size=20, attention_size=9, dropout=0.0,
              embedding_dropout=0.0)
@@ -150,3 +153,67 @@ def test_the_teacher_forcing_schedules_are_exactly_the_configs_choices():
     assert set(TEACHER_FORCING_SCHEDULES) == set(choices(TrainConfig, "teacher_forcing_schedule"))
     with pytest.raises(ValueError, match="unknown teacher_forcing_schedule 'cosine'.*inverse_sigmoid"):
         teacher_forcing_ratio(replace(TrainConfig(), teacher_forcing_schedule="cosine"), 0, 10)  # unchecked
+
+
+# -- ensembles ------------------------------------------------------------------------------------------------
+
+def ending_model(seed, **overrides) -> Translator:
+    """An untrained model whose </s> is likely enough that hypotheses end at varied lengths."""
+    model = model_of(seed, **overrides)
+    with torch.no_grad():
+        model.decoder.output.bias[EOS_ID] += 2.5
+    return model
+
+
+def searches(model, beam_size=3):
+    batch = batch_of(PAIRS)
+    greedy = greedy_search(model, batch.src, batch.src_lengths, return_attention=True)
+    beam = beam_search(model, batch.src, batch.src_lengths, beam_size=beam_size, n_best=2, return_attention=True)
+    return greedy, beam
+
+
+def assert_same_search(found, expected):
+    (greedy, beam), (greedy_expected, beam_expected) = found, expected
+    assert [h.tokens for h in greedy] == [h.tokens for h in greedy_expected]
+    assert [[h.tokens for h in n] for n in beam] == [[h.tokens for h in n] for n in beam_expected]
+    for h, e in zip([*greedy, *sum(beam, [])], [*greedy_expected, *sum(beam_expected, [])], strict=True):
+        assert h.score == pytest.approx(e.score, abs=1e-4)
+        torch.testing.assert_close(h.attention, e.attention)
+
+
+@pytest.mark.parametrize("variant", [dict(attention="bahdanau"), dict(attention="luong_general", input_feeding=True)])
+def test_an_ensemble_of_one_model_or_of_a_model_and_itself_searches_as_the_model(variant):
+    model = ending_model(0, **variant)
+    expected = searches(model)
+    assert_same_search(searches(TranslatorEnsemble([model]).eval()), expected)
+    assert_same_search(searches(TranslatorEnsemble([model, model]).eval()), expected)
+
+
+def test_an_ensemble_steps_with_the_log_of_its_members_mean_probabilities():
+    members = [ending_model(0), ending_model(1, attention="luong_general", decoder_layers=2)]
+    ensemble = TranslatorEnsemble(members).eval()
+    batch = batch_of(PAIRS)
+    with torch.no_grad():
+        source = ensemble.encode(batch.src, batch.src_lengths)
+        step = ensemble.decode_step(batch.tgt_in[:, 0], source.initial_state, source)
+        mean = sum(m.decode_step(batch.tgt_in[:, 0], s.initial_state, s).logits.softmax(-1)
+                   for m, s in zip(members, source.members, strict=True)) / 2
+        torch.testing.assert_close(step.logits, mean.log())
+        torch.testing.assert_close(step.logits.exp().sum(-1), torch.ones(3))
+        log_probs, loss = ensemble(batch, targets=batch.tgt_out)  # teacher-forced: the same distributions
+        torch.testing.assert_close(log_probs[:, 0], mean.log())
+        expected = -log_probs.gather(-1, batch.tgt_out.unsqueeze(-1)).squeeze(-1)[batch.tgt_mask].mean()
+        torch.testing.assert_close(loss, expected)
+
+
+def test_two_different_models_give_a_valid_ensemble_whose_beam_of_one_is_greedy():
+    ensemble = TranslatorEnsemble([ending_model(0), ending_model(1, attention="luong_general")]).eval()
+    greedy, beam = searches(ensemble)
+    assert all(0 <= token < 25 and token != EOS_ID for h in greedy for token in h.tokens)
+    assert all(h.attention.shape[0] == len(h.output_ids) for h in greedy)
+    assert all(n[0].score >= n[1].score for n in beam)
+    batch = batch_of(PAIRS)
+    beam_of_one = beam_search(ensemble, batch.src, batch.src_lengths, beam_size=1)
+    assert [h.tokens for h in greedy] == [n[0].tokens for n in beam_of_one]
+    singles = [greedy_search(ensemble, b.src, b.src_lengths)[0].tokens for b in (batch_of([p]) for p in PAIRS)]
+    assert singles == [h.tokens for h in greedy]  # a batch translates as its sentences one by one

@@ -33,10 +33,22 @@ def register_task(name: str):
             raise TypeError(f"register_task({name!r}) decorates a Task subclass, not {cls!r}")
         cls.name = name
         TASKS[name] = cls
-        register_task_config(name, cls.model_config, cls.metrics, cls.check_config, cls.data_config)
+        register_task_config(name, cls.model_config, cls.metrics, _checks(cls), cls.data_config)
         return cls
 
     return register
+
+
+def _checks(cls: type[Task]):
+    """The task's own config checks, then what every task must check alike."""
+
+    def check(config, errors: list[str]) -> None:
+        cls.check_config(config, errors)
+        dropout = config.tokenizer.dropout
+        if isinstance(dropout, (int, float)) and dropout > 0 and not cls.subword_dropout:
+            errors.append(f"tokenizer.dropout: the {cls.name} task does not train with BPE-dropout")
+
+    return check
 
 
 def get_task(name: str) -> type[Task]:

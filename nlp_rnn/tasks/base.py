@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +40,9 @@ class TrainingData:
 
     train: Dataset
     validation: Any  # the task's encoded evaluation data (what ``Task.evaluate`` takes)
+    # epoch (from 0) -> that epoch's training examples, when they differ between epochs (BPE-dropout draws a new
+    # segmentation); None: ``train`` every epoch. ``train`` is epoch 0's.
+    train_for_epoch: Callable[[int], Dataset] | None = None
 
 
 class Task(ABC):
@@ -56,6 +60,7 @@ class Task(ABC):
     logged: ClassVar[tuple[str, ...]]  # validation scores written to log.jsonl every epoch ...
     kept: ClassVar[tuple[str, ...]]  # ... and to metrics.json for the best epoch
     unused_parameters: ClassVar[bool] = False  # DDP: some parameters may get no gradient in a step
+    subword_dropout: ClassVar[bool] = False  # encode_training applies tokenizer.dropout (else a config error)
     onnx_runner: ClassVar[str | None] = None  # nlp_rnn.onnx_inference runner for its exported graphs
     card_hint: ClassVar[str] = ""  # the model card's last line: how to score or use the model
 
@@ -101,7 +106,8 @@ class Task(ABC):
         splits = load_splits(config.data, cls)
         tokenizers = tokenizers or cls.cached_tokenizers(config, splits.train)
         task = cls(config, tokenizers, cls.metadata_from(config, tokenizers, splits.label_names))
-        return task, TrainingData(task.encode_training(splits.train), task.encode(splits.validation))
+        return task, TrainingData(task.encode_training(splits.train), task.encode(splits.validation),
+                                  task.training_epochs(splits.train))
 
     @classmethod
     def cached_tokenizers(cls, config: Config, train: datasets.Dataset) -> list[Tokenizer]:
@@ -109,7 +115,8 @@ class Task(ABC):
         ``tokenizer:`` config (kept in the data cache, :mod:`nlp_rnn.encoded`)."""
         from nlp_rnn.encoded import cached_tokenizers
 
-        options = {"task": cls.name, "columns": cls.columns(config.data), "tokenizer": asdict(config.tokenizer),
+        tokenizer = {k: v for k, v in asdict(config.tokenizer).items() if k != "dropout"}  # only how training reads
+        options = {"task": cls.name, "columns": cls.columns(config.data), "tokenizer": tokenizer,
                    "trainer": f"{cls.train_tokenizers.__func__.__module__}.{cls.train_tokenizers.__qualname__}"}
         return cached_tokenizers(train, config.data, options, lambda: cls.train_tokenizers(config, train))
 
@@ -159,6 +166,11 @@ class Task(ABC):
     def encode_training(self, split: datasets.Dataset) -> Dataset:
         """Training examples (by default encoded as for evaluation)."""
         return self.encode(split)
+
+    def training_epochs(self, split: datasets.Dataset) -> Callable[[int], Dataset] | None:
+        """epoch -> the training examples of that epoch, where they change from epoch to epoch (``encode_training``
+        is epoch 0's); None (the default): the same every epoch."""
+        return None
 
     @abstractmethod
     def encode(self, split: datasets.Dataset) -> Any:

@@ -27,8 +27,17 @@ from nlp_rnn.io import atomic_write_text
 from nlp_rnn.search import decode_dataset
 from nlp_rnn.tasks import register_task
 from nlp_rnn.tasks.base import Task, check_cell
-from nlp_rnn.tokenization import BOS_ID, EOS_ID, PAD_ID, decode_ids, encode_sources, encode_texts, train_tokenizer
-from nlp_rnn.translator import Translator
+from nlp_rnn.tokenization import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    decode_ids,
+    encode_sources,
+    encode_texts,
+    train_tokenizer,
+    with_dropout,
+)
+from nlp_rnn.translator import Translator, TranslatorEnsemble
 
 log = logging.getLogger(__name__)
 
@@ -138,17 +147,20 @@ def _encode_batch(batch: dict[str, list], src_tokenizer: Tokenizer, tgt_tokenize
     return columns
 
 
-def _encode_split(task: TranslationTask, split: datasets.Dataset, drop_long: bool):
+def _encode_split(task: TranslationTask, split: datasets.Dataset, drop_long: bool,
+                  tokenizers: list[Tokenizer] | None = None, draw: dict[str, int] | None = None):
     """``split`` encoded as :func:`encode_pairs` does, once per split, tokenizers and options
-    (:mod:`nlp_rnn.encoded`): the Arrow-backed split and its pairs."""
+    (:mod:`nlp_rnn.encoded`): the Arrow-backed split and its pairs. ``tokenizers``: others than the task's (with
+    BPE-dropout), ``draw`` naming which of their random segmentations this is."""
     data = task.config.data
+    tokenizers = tokenizers or task.tokenizers
     columns = {"src": IDS, "tgt": IDS, "src_length": LENGTH, "tgt_length": LENGTH}
     if not drop_long:
         columns["reference"] = datasets.Value("string")
-    encode = partial(_encode_batch, src_tokenizer=task.src_tokenizer, tgt_tokenizer=task.tgt_tokenizer, data=data,
+    encode = partial(_encode_batch, src_tokenizer=tokenizers[0], tgt_tokenizer=tokenizers[-1], data=data,
                      drop_long=drop_long)
-    encoded = encode_split(split, encode, datasets.Features(columns), data, task.tokenizers,
-                           {"drop_long": drop_long})
+    encoded = encode_split(split, encode, datasets.Features(columns), data, tokenizers,
+                           {"drop_long": drop_long, **({"draw": draw} if draw else {})})
     _log_left_out(len(split), len(encoded), data.max_length, drop_long)
     pairs = PairDataset(encoded.column("src"), encoded.column("tgt"), encoded.ints("src_length"),
                         encoded.ints("tgt_length"))
@@ -203,6 +215,7 @@ class TranslationTask(Task):
     logged = ("loss", "ppl", "bleu")
     kept = ("loss", "ppl", "bleu", "chrf", "signature")
     onnx_runner = "translator"
+    subword_dropout = True  # tokenizer.dropout: BPE-dropout on the training pairs
     card_hint = "Scores: `nlp-rnn evaluate <this folder> --split SPLIT --beam N` on this folder's own weights."
 
     @classmethod
@@ -256,8 +269,29 @@ class TranslationTask(Task):
         return PairCollator(PAD_ID)
 
     def encode_training(self, split: datasets.Dataset) -> PairDataset:
-        """Training pairs longer than ``data.max_length`` on either side are left out."""
-        _, pairs = _encode_split(self, split, drop_long=True)
+        """Training pairs longer than ``data.max_length`` on either side are left out. With ``tokenizer.dropout``,
+        both sides are segmented with BPE-dropout: epoch 0's draw (:meth:`training_epochs`)."""
+        return self._training_pairs(split, 0)
+
+    def training_epochs(self, split: datasets.Dataset):
+        """With ``tokenizer.dropout``: epoch -> the training pairs segmented anew with BPE-dropout."""
+        return partial(self._training_pairs, split) if self.config.tokenizer.dropout else None
+
+    def _training_pairs(self, split: datasets.Dataset, epoch: int) -> PairDataset:
+        """Epoch ``epoch``'s training pairs. BPE-dropout samples a segmentation each time a sentence is seen
+        (Provilkov et al. 2020), so every epoch encodes the split again with dropout. The ``tokenizers`` library's
+        dropout draws from a generator no seed reaches, so each draw is kept in the data cache
+        (:mod:`nlp_rnn.encoded`) keyed by (train.seed, epoch): a resumed run reads exactly the segmentation its
+        interrupted epoch trained on, and the batch order stays a function of (seed, epoch). Encoding a split is
+        seconds (Rust, batched); the cache holds one copy per epoch. Pairs that dropout makes longer than
+        ``data.max_length`` are left out of that epoch."""
+        dropout = self.config.tokenizer.dropout
+        if not dropout:
+            _, pairs = _encode_split(self, split, drop_long=True)
+            return pairs
+        tokenizers = [with_dropout(tokenizer, dropout) for tokenizer in self.tokenizers]
+        _, pairs = _encode_split(self, split, drop_long=True, tokenizers=tokenizers,
+                                 draw={"seed": self.config.train.seed, "epoch": epoch})
         return pairs
 
     def encode(self, split: datasets.Dataset) -> EvaluationPairs:
@@ -370,6 +404,27 @@ class TranslationTask(Task):
     def predictor(self, model: nn.Module, run_dir: Path, explain_model: nn.Module | None = None):
         return TranslationPredictor(self.config, self.tokenizers, model, run_dir, task=self)
 
+    @classmethod
+    def ensemble(cls, members: list[tuple[TranslationTask, nn.Module]]) -> tuple[TranslationTask, nn.Module]:
+        """Translators that read and write the same subwords (:class:`TranslatorEnsemble`: the mean of their
+        next-token probabilities at every search step). Each member keeps its own encoder and decoder states, but
+        they share one source batch and one output vocabulary: their source and target tokenizers must be the same
+        (runs on the same data with the same ``tokenizer:`` settings are). The first run's config is the
+        ensemble's (its ``data.max_length`` and ``search:``)."""
+        first = members[0][0]
+        problems = []
+        for number, (task, _) in enumerate(members[1:], start=2):
+            for side, mine, theirs in (("source", first.src_tokenizer, task.src_tokenizer),
+                                       ("target", first.tgt_tokenizer, task.tgt_tokenizer)):
+                if theirs.to_str() != mine.to_str():
+                    problems.append(f"run {number}'s {side} tokenizer differs from the first run's")
+        if problems:
+            raise NlpRnnError("these runs cannot form an ensemble (its members read one source batch and write one "
+                              "target vocabulary: train them on the same data with the same tokenizer: settings): "
+                              + "; ".join(problems))
+        task = cls(first.config, first.tokenizers, {**first.meta, "ensemble": len(members)})
+        return task, TranslatorEnsemble([model for _, model in members])
+
     def predict(self, predictor, texts: list[str], beam_size: int | None = None, n_best: int = 1) -> list[dict]:
         return predictor.translate(texts, beam_size=beam_size, n_best=n_best)
 
@@ -393,7 +448,7 @@ class TranslationTask(Task):
 
     def card(self, run: ckpt.RunFolder, config: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
         data, tokenizer, model, train = config["data"], config["tokenizer"], config["model"], config["train"]
-        sizes = run.vocabulary_sizes(self.tokenizer_files(self.config))
+        sizes = [tokenizer.get_vocab_size() for tokenizer in self.tokenizers]  # the run's (a packed ensemble's)
         vocabulary = (f"{sizes[0]:,} subwords in one joint vocabulary" if len(sizes) == 1 else
                       f"separate vocabularies of {sizes[0]:,} source and {sizes[-1]:,} target subwords")
         feeding = ", input feeding" if model["input_feeding"] else ""
