@@ -36,6 +36,11 @@ class SentimentClassifier(SummaryMixin, nn.Module):
                 (f"head (Linear {self.head.in_features}->{self.head.out_features})",
                  f"(batch, {self.head.out_features})", count_parameters(self.head)[0])]
 
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """The encoder's groups (embedding, each layer), then pooling and head together: ULMFiT's groups, bottom
+        to top (Howard & Ruder 2018 unfreeze and scale rates by these)."""
+        return [*self.encoder.layer_groups(), [*self.pooling.parameters(), *self.head.parameters()]]
+
     def pool(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """Sequence features (batch, features) and, for attention pooling, weights (batch, len)."""
         encoded = self.encoder(batch.input_ids, batch.lengths)

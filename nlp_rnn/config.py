@@ -129,6 +129,10 @@ class ModelConfig:
     output_dropout: float = _bounded(0.0, 0.0, 0.99)  # on the pooled features, before the head
     packed: str = _choice("auto", "auto", "always", "never")  # auto: pack on CUDA (cuDNN), not on CPU
     init: str = _choice("torch", "torch", "keras")  # initial weights (nlp_rnn.initialisation)
+    # -- AWD-LSTM's regularisers (Merity et al. 2018; nlp_rnn.dropout), all off in evaluation, no weights of their own
+    weight_drop: float = _bounded(0.0, 0.0, 0.99)  # DropConnect on the hidden-to-hidden matrices, one mask per pass
+    word_type_dropout: float = _bounded(0.0, 0.0, 0.99)  # whole word types (embedding rows) dropped, every occurrence
+    locked_dropout: bool = False  # embedding_dropout, dropout and an LM's output_dropout: one mask per sequence
 
 
 @dataclass(frozen=True)
@@ -174,14 +178,20 @@ class TrainConfig:
     bucket_size: int = _bounded(100, 1)  # batches per length bucket; 1 = no bucketing
     lr: float = _bounded(2e-3, 0.0)
     weight_decay: float = _bounded(0.01, 0.0)
-    schedule: str = _choice("linear", "linear", "cosine", "constant", "plateau")
-    warmup_ratio: float = _bounded(0.05, 0.0, 1.0)  # share of all steps spent warming up (not plateau)
+    schedule: str = _choice("linear", "linear", "cosine", "constant", "plateau", "slanted_triangular")
+    warmup_ratio: float = _bounded(0.05, 0.0, 1.0)  # share of all steps warming up (linear, cosine, constant)
     plateau_factor: float = _bounded(0.5, 0.0, 1.0)
     plateau_patience: int = _bounded(0, 0)
     clip_norm: float | None = _bounded(1.0, 0.0)
     label_smoothing: float = _bounded(0.0, 0.0, 1.0)
     init_from: str | None = None  # a run folder: start from its weights and reuse its tokenizer (transfer)
     freeze_embeddings: bool = False  # keep every embedding matrix fixed (e.g. pretrained through init_from)
+    # -- ULMFiT fine-tuning (Howard & Ruder 2018), for tasks whose model is a stack of layer groups (classification,
+    # language_model: embedding, each recurrent layer, the output layers)
+    layer_lr_decay: float = _bounded(1.0, 1.0)  # discriminative rates: lr / layer_lr_decay ** depth below the top
+    gradual_unfreezing: bool = False  # epoch 1 trains the top group only, each later epoch one more group below
+    stlr_cut_frac: float = _bounded(0.1, 0.01, 0.99)  # schedule slanted_triangular: share of the steps rising ...
+    stlr_ratio: float = _bounded(32.0, 1.0)  # ... from lr / stlr_ratio to lr, then the rest falling back to it
     # auto: the task's first metric; the valid names are every registered task's (nlp_rnn.tasks), checked per task
     metric: str = field(default="auto", metadata={"registry": "metrics"})
     teacher_forcing: float = _bounded(1.0, 0.0, 1.0)  # translation: chance of feeding the gold token
@@ -238,13 +248,15 @@ MODEL_CONFIGS: dict[str, type] = {}
 DATA_CONFIGS: dict[str, type] = {}  # a task's ``data:`` section class when it reads columns of its own
 TASK_METRICS: dict[str, tuple[str, ...]] = {}
 TASK_CHECKS: dict[str, Callable[[Config, list[str]], None]] = {}
+LAYERED_TASKS: set[str] = set()  # tasks whose model splits into layer groups: train.layer_lr_decay, gradual_unfreezing
 
 
 def register_task_config(name: str, model_config: type, metrics: tuple[str, ...],
                          check: Callable[[Config, list[str]], None] | None = None,
-                         data_config: type = DataConfig) -> None:
-    """Make ``task: <name>`` valid: its model section, metrics (the first is what ``auto`` means), checks and
-    data section (``DataConfig`` or a subclass adding the task's own keys)."""
+                         data_config: type = DataConfig, layered: bool = False) -> None:
+    """Make ``task: <name>`` valid: its model section, metrics (the first is what ``auto`` means), checks,
+    data section (``DataConfig`` or a subclass adding the task's own keys) and whether its model splits into
+    layer groups (ULMFiT's ``train.layer_lr_decay`` and ``train.gradual_unfreezing`` apply)."""
     if not metrics:
         raise ValueError(f"task {name!r} needs at least one metric")
     if not (isinstance(data_config, type) and issubclass(data_config, DataConfig)):
@@ -254,6 +266,10 @@ def register_task_config(name: str, model_config: type, metrics: tuple[str, ...]
     TASK_METRICS[name] = ("auto", *metrics)
     if check is not None:
         TASK_CHECKS[name] = check
+    if layered:
+        LAYERED_TASKS.add(name)
+    else:
+        LAYERED_TASKS.discard(name)
 
 
 _IMPORTED_PLUGINS: dict[str, Any] = {}
@@ -412,6 +428,11 @@ def _semantic_checks(config: Config, errors: list[str]) -> None:
     if metrics and isinstance(config.train.metric, str) and config.train.metric not in metrics:
         errors.append(f"train.metric: {config.train.metric!r} does not apply to {config.task} "
                       f"(valid: {', '.join(metrics)})")
+    if task in MODEL_CONFIGS and task not in LAYERED_TASKS:
+        for key, off in (("layer_lr_decay", 1.0), ("gradual_unfreezing", False)):
+            if getattr(config.train, key) != off:
+                errors.append(f"train.{key}: the {task} model has no layer groups (it applies to "
+                              f"{', '.join(sorted(LAYERED_TASKS))})")
     if task in TASK_CHECKS and isinstance(config.model, MODEL_CONFIGS[task]):
         TASK_CHECKS[task](config, errors)
 

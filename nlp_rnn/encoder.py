@@ -5,10 +5,15 @@ real position. The right-to-left pass runs left-to-right over each row reversed 
 (padding stays at the end), then is flipped back. On CPU this lets torch use its fused oneDNN kernels,
 about ten times faster than ``PackedSequence`` here; on CUDA the same layers take packed input (cuDNN).
 Both give the same numbers (tested).
+
+AWD-LSTM's regularisers (Merity et al. 2018; :mod:`nlp_rnn.dropout`) act here in training only: weight drop on
+each layer's hidden-to-hidden matrices, word-type dropout on the embedding, and locked dropout (one mask per
+sequence) in place of element-wise dropout on the input and between layers.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -17,6 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nlp_rnn.cells import FUSED_CELLS, make_sequence_layer
 from nlp_rnn.config import ModelConfig
+from nlp_rnn.dropout import LockedDropout, WordTypeDropout, check_weight_drop, run_weight_dropped
 
 
 class EncoderOutput(NamedTuple):
@@ -58,6 +64,9 @@ class RecurrentEncoder(nn.Module):
         embedding_dropout: float = 0.0,
         pad_id: int = 0,
         packed: str = "auto",
+        weight_drop: float = 0.0,
+        word_type_dropout: float = 0.0,
+        locked_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.cell = cell
@@ -66,13 +75,18 @@ class RecurrentEncoder(nn.Module):
         self.num_directions = 2 if bidirectional else 1
         self.output_size = self.num_directions * hidden_size
         self.packed = packed
+        self.weight_drop = weight_drop
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
-        self.embedding_dropout = nn.Dropout(embedding_dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.word_type_dropout = WordTypeDropout(word_type_dropout, vocab_size)
+        sequence_dropout = LockedDropout if locked_dropout else nn.Dropout  # (batch, time, features) either way
+        self.embedding_dropout = sequence_dropout(embedding_dropout)
+        self.dropout = sequence_dropout(dropout)
         self.layers = nn.ModuleList()
         for layer in range(num_layers):
             input_size = embedding_dim if layer == 0 else self.output_size
             directions = [make_sequence_layer(cell, input_size, hidden_size) for _ in range(self.num_directions)]
+            if weight_drop > 0:
+                check_weight_drop(directions[0], cell)
             self.layers.append(nn.ModuleList(directions))
 
     @classmethod
@@ -80,7 +94,14 @@ class RecurrentEncoder(nn.Module):
         """The encoder a ``model`` section describes (the classifier's, and the language model that pretrains it)."""
         return cls(vocab_size, config.embedding_dim, config.hidden_size, cell=config.cell,
                    num_layers=config.num_layers, bidirectional=config.bidirectional, dropout=config.dropout,
-                   embedding_dropout=config.embedding_dropout, pad_id=pad_id, packed=config.packed)
+                   embedding_dropout=config.embedding_dropout, pad_id=pad_id, packed=config.packed,
+                   weight_drop=config.weight_drop, word_type_dropout=config.word_type_dropout,
+                   locked_dropout=config.locked_dropout)
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """The embedding's parameters, then each layer's (both directions together), bottom to top: the groups
+        ULMFiT's discriminative rates and gradual unfreezing act on below a model's output layers."""
+        return [list(self.embedding.parameters()), *(list(layer.parameters()) for layer in self.layers)]
 
     def _use_packing(self, device: torch.device) -> bool:
         if self.cell not in FUSED_CELLS or self.packed == "never":
@@ -88,16 +109,19 @@ class RecurrentEncoder(nn.Module):
         return self.packed == "always" or device.type == "cuda"
 
     def _run(self, layer: nn.Module, inputs: Tensor, lengths: Tensor, pack: bool) -> Tensor:
-        """One direction of one layer, left to right. (batch, time, in) -> (batch, time, hidden)"""
+        """One direction of one layer, left to right, its recurrent matrices weight-dropped in training.
+        (batch, time, in) -> (batch, time, hidden)"""
+        dropping = self.training and self.weight_drop > 0  # a fresh mask at every call
+        run = partial(run_weight_dropped, layer, self.weight_drop) if dropping else layer
         if not pack:
-            return layer(inputs)[0]
+            return run(inputs)[0]
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        outputs, _ = pad_packed_sequence(layer(packed)[0], batch_first=True, total_length=inputs.size(1))
+        outputs, _ = pad_packed_sequence(run(packed)[0], batch_first=True, total_length=inputs.size(1))
         return outputs
 
     def forward(self, src: Tensor, lengths: Tensor) -> EncoderOutput:
         """src (batch, src_len) token ids, lengths (batch,) int64 -> EncoderOutput."""
-        return self.encode_embedded(self.embedding(src), lengths)
+        return self.encode_embedded(self.word_type_dropout(self.embedding(src), src), lengths)
 
     def encode_embedded(self, embedded: Tensor, lengths: Tensor) -> EncoderOutput:
         """The same from embeddings (batch, src_len, emb); attributions take gradients with respect to them."""

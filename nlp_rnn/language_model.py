@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from nlp_rnn.batching import Batch
 from nlp_rnn.config import ModelConfig
+from nlp_rnn.dropout import LockedDropout
 from nlp_rnn.encoder import RecurrentEncoder
 from nlp_rnn.initialisation import initialise_
 from nlp_rnn.summary import Row, SummaryMixin, count_parameters, encoder_rows
@@ -37,7 +38,8 @@ class BidirectionalLM(SummaryMixin, nn.Module):
             raise ValueError("a bidirectional language model has one layer")
         self.config = config
         self.encoder = RecurrentEncoder.from_config(config, vocab_size, pad_id)
-        self.dropout = nn.Dropout(config.output_dropout)
+        # on the states (batch, seq, dirs * hidden): AWD-LSTM's locked output dropout when model.locked_dropout
+        self.dropout = (LockedDropout if config.locked_dropout else nn.Dropout)(config.output_dropout)
         self.softmax = nn.AdaptiveLogSoftmaxWithLoss(config.hidden_size, vocab_size, adaptive_cutoffs(vocab_size),
                                                      div_value=4.0)
         initialise_(self, config.init)
@@ -49,6 +51,10 @@ class BidirectionalLM(SummaryMixin, nn.Module):
                 ("dropout", f"(batch, seq, {self.encoder.output_size})", 0),
                 (f"softmax (AdaptiveLogSoftmax {softmax.in_features}->{softmax.n_classes}, "
                  f"cutoffs {softmax.cutoffs[:-1]})", "(predictions,)", count_parameters(softmax)[0])]
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """The encoder's groups (embedding, each layer), then the softmax: ULMFiT's groups, bottom to top."""
+        return [*self.encoder.layer_groups(), list(self.softmax.parameters())]
 
     def states_and_targets(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Every prediction the batch holds: hidden states (n, hidden) and the token each predicts (n,).

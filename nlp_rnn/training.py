@@ -62,17 +62,39 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+def _parameter_groups(model: torch.nn.Module, weight_decay: float,
+                      layers: list[list[torch.nn.Parameter]] | None = None, lr: float = 0.0,
+                      layer_lr_decay: float = 1.0) -> list[dict]:
     """Decay matrices only; biases, peepholes and embeddings are left alone (as in BERT/nanoGPT).
     Frozen parameters are not optimised at all. The peephole LSTM stores its three diagonal peephole vectors as
-    one (3, hidden) tensor: not a matrix, so named here."""
-    decay, no_decay = [], []
+    one (3, hidden) tensor: not a matrix, so named here.
+
+    Given the model's ``layers`` (layer groups, bottom to top), each gets its own pair of groups with ULMFiT's
+    discriminative rate, ``lr / layer_lr_decay ** depth`` at ``depth`` groups below the top (Howard & Ruder 2018,
+    eq. 2 with eta^{l-1} = eta^l / 2.6), the top group first (its rate is the one logged)."""
+    if layers is None:
+        layers, rates = [list(model.parameters())], [None]
+    else:
+        rates = [lr / layer_lr_decay**depth for depth in range(len(layers))]
+        layers = layers[::-1]  # top first
+    depth_of = {id(parameter): depth for depth, layer in enumerate(layers) for parameter in layer}
+    groups = [([], []) for _ in layers]
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
+        if id(parameter) not in depth_of:
+            raise ValueError(f"{name} is in none of the model's layer groups")
         is_matrix = parameter.dim() >= 2 and "embedding" not in name and not name.endswith("peephole")
-        (decay if is_matrix else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups[depth_of[id(parameter)]][0 if is_matrix else 1].append(parameter)
+    return [{"params": params, "weight_decay": decay, **({} if rate is None else {"lr": rate})}
+            for (matrices, others), rate in zip(groups, rates, strict=True)
+            for params, decay in ((matrices, weight_decay), (others, 0.0))]
+
+
+def frozen_layers(epoch: int, num_layers: int) -> int:
+    """Gradual unfreezing (Howard & Ruder 2018, section 3.3): the layer groups still frozen, counted from the
+    bottom, in 0-based ``epoch``: the top group trains from the first epoch, each later epoch one more below."""
+    return max(0, num_layers - (epoch + 1))
 
 
 def _warmup_then(decay: Callable[[float], float]):
@@ -99,12 +121,35 @@ def _plateau(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: 
         optimizer, mode=mode, factor=train.plateau_factor, patience=train.plateau_patience)
 
 
+def _slanted_triangular(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, metric: str):
+    """ULMFiT's slanted triangular rates (Howard & Ruder 2018, eq. 3): over the first ``stlr_cut_frac`` of the
+    steps the rate rises linearly from lr / ratio to lr, then falls linearly back towards lr / ratio:
+
+        cut = floor(T * cut_frac)
+        p = t / cut                                      if t < cut
+            1 - (t - cut) / (cut * (1 / cut_frac - 1))   otherwise
+        lr_t = lr * (1 + p * (ratio - 1)) / ratio
+
+    t counts the optimizer steps taken before this one. Where flooring ``cut`` makes the fall end before the last
+    step, p stops at 0 (the rate at lr / ratio) instead of going negative."""
+    cut = max(1, math.floor(total_steps * train.stlr_cut_frac))
+    fall = cut * (1 / train.stlr_cut_frac - 1)
+    ratio = train.stlr_ratio
+
+    def factor(step: int) -> float:
+        p = step / cut if step < cut else max(0.0, 1 - (step - cut) / fall)
+        return (1 + p * (ratio - 1)) / ratio
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 # Keyed by exactly config.choices(TrainConfig, "schedule") (tests/test_training.py checks).
 SCHEDULES = {
     "linear": _warmup_then(lambda progress: 1.0 - progress),
     "cosine": _warmup_then(lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress))),
     "constant": _warmup_then(lambda progress: 1.0),
     "plateau": _plateau,
+    "slanted_triangular": _slanted_triangular,
 }
 
 
@@ -210,9 +255,14 @@ class Trainer:
                 find_unused_parameters=self.task.unused_parameters)
 
     def _build_optimisation(self) -> None:
-        """AdamW, the batches of an epoch and the learning-rate schedule."""
+        """AdamW (with ULMFiT's per-layer rates when ``train.layer_lr_decay`` > 1), the batches of an epoch and the
+        learning-rate schedule."""
         train = self.config.train
-        self.optimizer = torch.optim.AdamW(_parameter_groups(self.model, train.weight_decay), lr=train.lr)
+        layered = train.layer_lr_decay != 1.0 or train.gradual_unfreezing
+        self.layers = self.task.layer_groups(self.model) if layered else None  # bottom to top
+        groups = (_parameter_groups(self.model, train.weight_decay, self.layers, train.lr, train.layer_lr_decay)
+                  if train.layer_lr_decay != 1.0 else _parameter_groups(self.model, train.weight_decay))
+        self.optimizer = torch.optim.AdamW(groups, lr=train.lr)
         world = self.dist.world_size  # every rank cuts the same global batches, then takes its share
         self.batching = replace(train, batch_size=train.batch_size * world,
                                 max_tokens=train.max_tokens and train.max_tokens * world)
@@ -274,6 +324,7 @@ class Trainer:
             loss, correct, count = self.step_module(batch, self.progress["step"], self.steps_per_epoch * train.epochs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._drop_frozen_gradients()
         self._watch_gradients(self.progress["step"] + 1)  # before clipping scales them
         max_norm = train.clip_norm if train.clip_norm is not None else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
@@ -281,6 +332,17 @@ class Trainer:
         if train.schedule != "plateau":
             self.scheduler.step()
         return loss.item(), correct, count, grad_norm
+
+    def _drop_frozen_gradients(self) -> None:
+        """Gradual unfreezing: the layer groups still frozen this epoch get no gradient, so AdamW leaves them
+        exactly as they are (no step, no weight decay) and clipping measures only the groups that train. Dropping
+        gradients rather than switching ``requires_grad`` keeps every rank of a torchrun job (whose gradient
+        all-reduce was set up for all parameters) in step, and a resumed run frozen alike: the epoch decides."""
+        if not self.config.train.gradual_unfreezing:
+            return
+        for layer in self.layers[: frozen_layers(self.progress["epoch"], len(self.layers))]:
+            for parameter in layer:
+                parameter.grad = None
 
     def _watch_gradients(self, step: int) -> None:
         """At ``step`` (about to be taken): per-layer norms for the log record (``train.log_gradients``) and

@@ -68,3 +68,17 @@ def test_overfits_eight_tiny_examples(pooling):
     with torch.no_grad():
         logits, _ = model.eval()(batch)
     assert torch.equal(logits.argmax(-1), batch.labels)
+
+
+def test_layer_groups_hold_every_parameter_once_bottom_to_top():
+    """ULMFiT's groups: embedding, each recurrent layer (both directions), then pooling and head together."""
+    model = make_model("attention")
+    groups = model.layer_groups()
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    names = [{name_of[id(p)] for p in group} for group in groups]
+    assert names[0] == {"encoder.embedding.weight"}
+    for index in (0, 1):
+        assert names[1 + index] == {n for n in name_of.values() if n.startswith(f"encoder.layers.{index}.")}
+    assert names[3] == {n for n in name_of.values() if n.startswith(("pooling.", "head."))}
+    assert sum(map(len, groups)) == len(name_of) == len(set().union(*names))
+

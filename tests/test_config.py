@@ -83,9 +83,24 @@ def test_every_problem_is_reported_in_one_error():
     ({"tokenizer": {"type": "bpe", "dropout": 0.1}}, "tokenizer.dropout: the classification task does not train "
                                                      "with BPE-dropout"),
     ({"tokenizer": {"type": "bpe", "dropout": 1.0}}, "tokenizer.dropout: 1.0 must be <= 0.9"),
+    ({"task": "translation", "train": {"layer_lr_decay": 2.6}},
+     "train.layer_lr_decay: the translation model has no layer groups (it applies to classification, language_model"),
+    ({"task": "tagging", "train": {"gradual_unfreezing": True}}, "train.gradual_unfreezing: the tagging model has no"),
+    ({"train": {"layer_lr_decay": 0.5}}, "train.layer_lr_decay: 0.5 must be >= 1.0"),
+    ({"train": {"schedule": "stlr"}}, "plateau, slanted_triangular"),
+    ({"model": {"weight_drop": 1.0}}, "model.weight_drop: 1.0 must be <= 0.99"),
 ])
 def test_single_problems_are_named(values, fragment):
     assert fragment in error_of(values)
+
+
+def test_ulmfit_and_awd_lstm_options_apply_to_the_classifier_and_the_language_model():
+    for task in ("classification", "language_model"):
+        config = config_from_dict({"task": task, "model": {"weight_drop": 0.5, "word_type_dropout": 0.1,
+                                                           "locked_dropout": True},
+                                   "train": {"layer_lr_decay": 2.6, "gradual_unfreezing": True,
+                                             "schedule": "slanted_triangular"}})
+        assert config.train.layer_lr_decay == 2.6 and config.model.weight_drop == 0.5
 
 
 def test_values_of_the_wrong_type_are_reported_once_and_never_crash_the_checks():

@@ -61,6 +61,15 @@ def test_padding_predicts_nothing_and_changes_nothing():
     assert torch.allclose(alone, together, atol=1e-6)
 
 
+def test_layer_groups_are_the_embedding_the_layer_and_the_softmax():
+    model = BidirectionalLM(ModelConfig(embedding_dim=8, hidden_size=8), vocab_size=50)
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    names = [{name_of[id(p)].split(".")[0 if i == 2 else 1] for p in group}
+             for i, group in enumerate(model.layer_groups())]
+    assert names == [{"embedding"}, {"layers"}, {"softmax"}]
+    assert sum(map(len, model.layer_groups())) == len(name_of)
+
+
 def test_adaptive_cutoffs():
     assert adaptive_cutoffs(25000) == [2000, 10000]
     assert adaptive_cutoffs(5000) == [2000]

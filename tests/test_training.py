@@ -271,3 +271,94 @@ def test_frozen_embeddings_stay_fixed_while_the_rest_learns(tmp_path, tiny_run):
     before, after = load_file(tiny_run / "model.safetensors"), load_file(tmp_path / "frozen" / "model.safetensors")
     assert torch.equal(before["encoder.embedding.weight"], after["encoder.embedding.weight"])
     assert not torch.equal(before["head.weight"], after["head.weight"])
+
+
+# -- ULMFiT fine-tuning (Howard & Ruder 2018) ---------------------------------------------------------------------
+
+
+def stlr_reference(t: int, total_steps: int, cut_frac: float, ratio: float) -> float:
+    """Howard & Ruder 2018, eq. 3, as printed."""
+    cut = math.floor(total_steps * cut_frac)
+    p = t / cut if t < cut else 1 - (t - cut) / (cut * (1 / cut_frac - 1))
+    return (1 + p * (ratio - 1)) / ratio
+
+
+def test_slanted_triangular_rates_follow_the_papers_formula():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.01)
+    config = TrainConfig(schedule="slanted_triangular", lr=0.01, stlr_cut_frac=0.1, stlr_ratio=32.0)
+    scheduler = _make_scheduler(optimizer, config, 1000, "accuracy")
+    rates = []
+    for _ in range(1000):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    for t in (0, 1, 37, 99, 100, 101, 450, 999):
+        assert rates[t] == pytest.approx(0.01 * stlr_reference(t, 1000, 0.1, 32.0), rel=1e-12), t
+    assert rates[0] == pytest.approx(0.01 / 32) and max(rates) == rates[100] == pytest.approx(0.01)
+    # 19 steps: cut = 1 and the fall (9 steps) ends early: the rate then stays at lr / ratio, never below
+    short = [0.01 * SCHEDULES["slanted_triangular"](torch.optim.SGD([parameter], lr=1.0), config, 19, "loss")
+             .lr_lambdas[0](t) for t in range(19)]
+    assert short[:11] == pytest.approx([0.01 * stlr_reference(t, 19, 0.1, 32.0) for t in range(11)])
+    assert short[10:] == pytest.approx([0.01 / 32] * 9)
+
+
+def test_discriminative_rates_divide_by_the_decay_once_per_group_below_the_top():
+    """lr at the head, lr / 2.6 at the top recurrent layer, lr / 2.6^2 below it, lr / 2.6^3 at the embedding;
+    weight decay still on matrices only; the top group first, so the logged rate is the head's."""
+    from nlp_rnn.classifier import SentimentClassifier
+    from nlp_rnn.config import ModelConfig
+
+    model = SentimentClassifier(ModelConfig(embedding_dim=6, hidden_size=5, num_layers=2, pooling="attention"), 40, 2)
+    groups = _parameter_groups(model, 0.1, model.layer_groups(), lr=0.01, layer_lr_decay=2.6)
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    depth = {"encoder.embedding": 3, "encoder.layers.0": 2, "encoder.layers.1": 1, "pooling": 0, "head": 0}
+    seen = set()
+    for group in groups:
+        for parameter in group["params"]:
+            name = name_of[id(parameter)]
+            [prefix] = [p for p in depth if name.startswith(p + ".")]
+            assert group["lr"] == pytest.approx(0.01 / 2.6 ** depth[prefix]), name
+            assert group["weight_decay"] == (0.1 if parameter.dim() >= 2 and "embedding" not in name else 0.0)
+            seen.add(name)
+    assert seen == set(name_of.values()) and groups[0]["lr"] == 0.01
+    optimizer = torch.optim.AdamW(groups, lr=1.0)
+    _make_scheduler(optimizer, TrainConfig(schedule="slanted_triangular"), 100, "loss")
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(  # the schedule scales every group alike
+        [0.01 / 2.6 ** (i // 2) / 32 for i in range(len(groups))])
+
+
+ULMFIT = {"epochs": 3, "lr": 1e-2, "layer_lr_decay": 2.6, "gradual_unfreezing": True,
+          "schedule": "slanted_triangular", "patience": None}
+
+
+def test_gradual_unfreezing_trains_one_more_group_each_epoch(tmp_path):
+    """The tiny BiLSTM's groups: embedding, the BiLSTM, pooling + head. Epoch 1 changes only pooling + head,
+    epoch 2 the BiLSTM too, epoch 3 the embedding too (its weights compared before and after each epoch)."""
+    from nlp_rnn.training import Trainer
+
+    snapshots = []
+
+    def snapshot(*_):
+        snapshots.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+
+    trainer = Trainer(tiny_config(train=ULMFIT), tmp_path / "ulmfit", on_epoch=snapshot)
+    snapshot()
+    trainer.run()
+    groups = {"embedding": ("encoder.embedding.",), "recurrent": ("encoder.layers.",), "top": ("pooling.", "head.")}
+    changed = [{group for group, prefixes in groups.items()
+                if any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefixes))}
+               for before, after in zip(snapshots, snapshots[1:], strict=False)]
+    assert changed == [{"top"}, {"top", "recurrent"}, {"top", "recurrent", "embedding"}]
+    steps = log_records(tmp_path / "ulmfit", "step")
+    assert steps[-1]["step"] == 24  # 8 batches x 3 epochs; the rate logged is the top group's, slanted
+    for record in steps:  # (the schedule holds lr / ratio once the printed formula would go below it)
+        expected = 1e-2 * max(1 / 32, stlr_reference(record["step"], 24, 0.1, 32.0))
+        assert record["lr"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_an_interrupted_ulmfit_run_resumes_to_the_same_weights(tmp_path):
+    """Stopped in epoch 2 (8 batches per epoch), while the embedding is still frozen."""
+    from tests.tiny import assert_resumed_run_matches
+
+    assert_resumed_run_matches(tiny_config(train={**ULMFIT, "epochs": 2}), tmp_path, stop_at=11)

@@ -33,7 +33,8 @@ def register_task(name: str):
             raise TypeError(f"register_task({name!r}) decorates a Task subclass, not {cls!r}")
         cls.name = name
         TASKS[name] = cls
-        register_task_config(name, cls.model_config, cls.metrics, _checks(cls), cls.data_config)
+        register_task_config(name, cls.model_config, cls.metrics, _checks(cls), cls.data_config,
+                             layered=cls.layered)
         return cls
 
     return register

@@ -61,6 +61,7 @@ class Task(ABC):
     kept: ClassVar[tuple[str, ...]]  # ... and to metrics.json for the best epoch
     unused_parameters: ClassVar[bool] = False  # DDP: some parameters may get no gradient in a step
     subword_dropout: ClassVar[bool] = False  # encode_training applies tokenizer.dropout (else a config error)
+    layered: ClassVar[bool] = False  # its model splits into layer groups (``layer_groups``): ULMFiT's options apply
     onnx_runner: ClassVar[str | None] = None  # nlp_rnn.onnx_inference runner for its exported graphs
     card_hint: ClassVar[str] = ""  # the model card's last line: how to score or use the model
 
@@ -194,6 +195,13 @@ class Task(ABC):
     def forward(self, model: nn.Module, batch, step: int, total_steps: int) -> tuple[torch.Tensor, int, int]:
         """One training forward pass: loss, correct predictions, predictions made."""
 
+    def layer_groups(self, model: nn.Module) -> list[list[nn.Parameter]]:
+        """Every parameter of ``model`` in one of its layer groups, bottom (the embedding) to top (the output
+        layers): what ULMFiT's discriminative learning rates and gradual unfreezing act on (Howard & Ruder 2018,
+        section 3.2-3.3; ``train.layer_lr_decay``, ``train.gradual_unfreezing``). Only a task that sets
+        ``layered`` has them (the config check refuses those options for any other)."""
+        raise NlpRnnError(f"the {self.name} model has no layer groups")
+
     def training_state(self) -> Any:
         """What the task carries from step to step in training (generation: the hidden state between chunks),
         saved with each checkpoint so a resumed run continues exactly; None by default."""
@@ -267,6 +275,18 @@ class Task(ABC):
 
 def has_text(value: Any) -> bool:
     return isinstance(value, str) and value.strip() != ""
+
+
+def check_weight_drop(config: Config, errors: list[str]) -> None:
+    """``model.weight_drop`` needs a cell with a hidden-to-hidden matrix to drop (every built-in cell has one)."""
+    from nlp_rnn.cells import available_cells, make_sequence_layer
+    from nlp_rnn.dropout import recurrent_weight_names
+
+    model = config.model
+    if not (isinstance(model.weight_drop, float) and model.weight_drop > 0 and model.cell in available_cells()):
+        return
+    if not recurrent_weight_names(make_sequence_layer(model.cell, 2, 2)):
+        errors.append(f"model.weight_drop: cell {model.cell!r} has no hidden-to-hidden matrix named weight_hh* to drop")
 
 
 def check_cell(config: Config, key: str, errors: list[str]) -> None:

@@ -20,7 +20,7 @@ from nlp_rnn.encoded import IDS, LENGTH, encode_split
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import evaluate_classifier, predict_logits
 from nlp_rnn.tasks import register_task
-from nlp_rnn.tasks.base import Task, check_cell, has_text
+from nlp_rnn.tasks.base import Task, check_cell, check_weight_drop, has_text
 from nlp_rnn.tokenization import PAD_ID, encode_texts, require_tokens, truncate
 
 log = logging.getLogger(__name__)
@@ -143,11 +143,13 @@ class ClassificationTask(Task):
     logged = ("loss", "accuracy", "macro_f1")
     kept = ("loss", "accuracy", "macro_f1", "per_class", "confusion_matrix")
     onnx_runner = "classifier"
+    layered = True  # embedding, each recurrent layer, the output layers: ULMFiT's groups
     card_hint = "Test metrics: `nlp-rnn evaluate <this folder> --split test` on this folder's own weights."
 
     @classmethod
     def check_config(cls, config: Config, errors: list[str]) -> None:
         check_cell(config, "cell", errors)
+        check_weight_drop(config, errors)
 
     @classmethod
     def columns(cls, data: DataConfig) -> tuple[str, ...]:
@@ -187,6 +189,9 @@ class ClassificationTask(Task):
     def forward(self, model: nn.Module, batch, step: int, total_steps: int) -> tuple[torch.Tensor, int, int]:
         logits, loss = model(batch, targets=batch.labels)
         return loss, int((logits.argmax(-1) == batch.labels).sum()), len(batch.labels)
+
+    def layer_groups(self, model: nn.Module) -> list[list[nn.Parameter]]:
+        return model.layer_groups()
 
     def evaluate(self, model: nn.Module, data: EncodedDataset, device: torch.device, batch_size: int,
                  beam_size: int | None = None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import autocast
 from nlp_rnn.language_model import BidirectionalLM
 from nlp_rnn.tasks import register_task
-from nlp_rnn.tasks.base import Task, check_cell
+from nlp_rnn.tasks.base import Task, check_cell, check_weight_drop
 from nlp_rnn.tokenization import PAD_ID, encode_texts
 
 
@@ -42,11 +42,13 @@ class LanguageModelTask(Task):
     logged = ("loss", "ppl", "accuracy")
     kept = ("loss", "ppl", "accuracy", "predictions")
     unused_parameters = True  # a step scores a random share of predictions: a rare-word cluster may go unused
+    layered = True  # embedding, each recurrent layer, the output layers: ULMFiT's groups
     card_hint = "Fine-tune it: name this folder in a classifier config's `train.init_from`."
 
     @classmethod
     def check_config(cls, config: Config, errors: list[str]) -> None:
         check_cell(config, "cell", errors)
+        check_weight_drop(config, errors)
         model = config.model
         if model.bidirectional and isinstance(model.num_layers, int) and model.num_layers > 1:
             errors.append(f"model.num_layers: a bidirectional language model has 1 layer ({model.num_layers} "
@@ -87,6 +89,9 @@ class LanguageModelTask(Task):
         with torch.no_grad():
             correct = int((model.softmax.predict(states[::4].detach()) == targets[::4]).sum())
         return loss, correct, len(targets[::4])
+
+    def layer_groups(self, model: nn.Module) -> list[list[nn.Parameter]]:
+        return model.layer_groups()
 
     def evaluate(self, model: nn.Module, data: EncodedDataset, device: torch.device, batch_size: int,
                  beam_size: int | None = None) -> dict[str, Any]:
