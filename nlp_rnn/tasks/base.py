@@ -58,6 +58,7 @@ class Task(ABC):
     unused_parameters: ClassVar[bool] = False  # DDP: some parameters may get no gradient in a step
     onnx_runner: ClassVar[str | None] = None  # nlp_rnn.onnx_inference runner for its exported graphs
     card_hint: ClassVar[str] = ""  # the model card's last line: how to score or use the model
+    adversarial: ClassVar[bool] = False  # its training reads train.adversarial / virtual_adversarial (issue 19)
 
     def __init__(self, config: Config, tokenizers: list[Tokenizer], metadata: dict[str, Any]) -> None:
         self.config = config
