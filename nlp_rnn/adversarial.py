@@ -103,7 +103,7 @@ def scale_to_norm(direction: Tensor, mask: Tensor, norm: float) -> Tensor:
 
 
 def kl_divergence(clean_logits: Tensor, perturbed_logits: Tensor) -> Tensor:
-    """KL(p || q) per example (batch,), p = softmax(clean_logits), q = softmax(perturbed_logits), in float32 at least."""
+    """KL(p || q) per example (batch,), p = softmax(clean_logits), q = softmax(perturbed_logits); float32 or wider."""
     dtype = torch.promote_types(clean_logits.dtype, torch.float32)
     log_p = clean_logits.to(dtype).log_softmax(-1)  # (batch, labels)
     log_q = perturbed_logits.to(dtype).log_softmax(-1)

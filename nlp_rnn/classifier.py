@@ -69,8 +69,9 @@ class SentimentClassifier(SummaryMixin, nn.Module):
         return self.head(self.dropout(pooled))
 
     def loss_from_logits(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """The mean cross-entropy (label smoothing as configured), in float32."""
-        return F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+        """The mean cross-entropy (label smoothing as configured), in float32 at least."""
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
     def gradient_x_input(self, batch: Batch, labels: Tensor) -> Tensor:
         """Per-token attribution to each row's ``labels`` (batch,) logit: gradient x input, summed over the
