@@ -21,8 +21,9 @@ padding neither receives a perturbation nor changes one (tested).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -111,7 +112,8 @@ def kl_divergence(clean_logits: Tensor, perturbed_logits: Tensor) -> Tensor:
 
 
 class PerturbableModel(Protocol):
-    """What the perturbations need of a classifier (:class:`nlp_rnn.classifier.SentimentClassifier`)."""
+    """What the perturbations need of a classifier (:class:`nlp_rnn.classifier.SentimentClassifier`), besides
+    being an ``nn.Module`` (``train``/``eval``)."""
 
     def embed(self, input_ids: Tensor) -> Tensor: ...  # (batch, len) -> (batch, len, emb)
 
@@ -137,26 +139,45 @@ def adversarial_loss(model: PerturbableModel, embedded: Tensor, batch: Batch, cl
     return model.loss_from_logits(model.logits_from_embedded(embedded + perturbation, batch.lengths), batch.labels)
 
 
-def virtual_adversarial_perturbation(model: PerturbableModel, embedded: Tensor, batch: Batch, clean_logits: Tensor,
-                                     epsilon: float, xi: float) -> Tensor:
+@contextlib.contextmanager
+def _exact(model: nn.Module, device_type: str) -> Iterator[None]:
+    """Dropout off and float32 for the power iteration. It compares p(.|s) and p(.|s + d) for a step d of norm
+    ``xi``: with dropout each pass draws its own masks, and that noise, not d, would make most of the difference;
+    under bf16 autocast the small step would round away (p == q: a zero gradient)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        model.train(was_training)
+
+
+def virtual_adversarial_perturbation(model: PerturbableModel, embedded: Tensor, batch: Batch, epsilon: float,
+                                     xi: float) -> Tensor:
     """``r_vadv`` (batch, len, emb), detached: one power iteration from a random direction ``d`` of norm ``xi``
-    (drawn from torch's global RNG), ``g = d KL(p(.|s) || p(.|s + d)) / d d``, scaled to ``epsilon`` per example.
-    At ``epsilon`` 0 the iteration is skipped: ``r_vadv`` is 0 whatever it finds."""
+    (drawn from torch's global RNG), ``g = d KL(p(.|s) || p(.|s + d)) / d d``, scaled to ``epsilon`` per example;
+    both passes without dropout, in float32 (:func:`_exact`). At ``epsilon`` 0 the iteration is skipped:
+    ``r_vadv`` is 0 whatever it finds."""
     perturbation = torch.zeros_like(embedded, dtype=torch.promote_types(embedded.dtype, torch.float32))
     if epsilon == 0:
         return perturbation
     start = scale_to_norm(torch.randn_like(perturbation), batch.mask, xi).requires_grad_()
-    divergence = kl_divergence(clean_logits.detach(),
-                               model.logits_from_embedded(embedded.detach() + start, batch.lengths))
-    (gradient,) = torch.autograd.grad(divergence.sum(), start)  # each row's own gradient: rows do not mix
+    clean = embedded.detach().to(perturbation.dtype)
+    with _exact(model, embedded.device.type):
+        with torch.no_grad():
+            clean_logits = model.logits_from_embedded(clean, batch.lengths)  # (batch, labels)
+        divergence = kl_divergence(clean_logits, model.logits_from_embedded(clean + start, batch.lengths))
+        (gradient,) = torch.autograd.grad(divergence.sum(), start)  # each row's own gradient: rows do not mix
     return scale_to_norm(gradient, batch.mask, epsilon)
 
 
 def virtual_adversarial_kl(model: PerturbableModel, embedded: Tensor, batch: Batch, clean_logits: Tensor,
                            epsilon: float, xi: float) -> Tensor:
-    """Per example (batch,): KL(p(.|s) || p(.|s + r_vadv)), ``p(.|s)`` from ``clean_logits`` (held constant); the
-    gradient reaches the parameters through the perturbed side only. Reads no label."""
-    perturbation = virtual_adversarial_perturbation(model, embedded, batch, clean_logits, epsilon, xi)
+    """Per example (batch,): KL(p(.|s) || p(.|s + r_vadv)), ``p(.|s)`` from ``clean_logits`` (the training pass's,
+    held constant; the perturbed pass draws its own dropout masks); the gradient
+    reaches the parameters through the perturbed side only. Reads no label."""
+    perturbation = virtual_adversarial_perturbation(model, embedded, batch, epsilon, xi)
     return kl_divergence(clean_logits.detach(), model.logits_from_embedded(embedded + perturbation, batch.lengths))
 
 
@@ -173,6 +194,8 @@ def perturbed_losses(model: PerturbableModel, batch: Batch, adversarial: Adversa
     """One training step's losses. With both sections off, exactly the plain loss (the same operations as
     ``model(batch, targets)``). ``unlabelled``: rows read only by the VAT term."""
     embedded = model.embed(batch.input_ids)  # (batch, len, emb)
+    if not embedded.requires_grad:  # frozen embeddings (train.freeze_embeddings): AT still needs d loss / d s
+        embedded.requires_grad_()
     logits = model.logits_from_embedded(embedded, batch.lengths)  # (batch, labels)
     loss = model.loss_from_logits(logits, batch.labels)
     total, adversarial_term, virtual_term = loss, None, None

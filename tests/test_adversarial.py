@@ -108,9 +108,8 @@ def test_each_perturbation_has_the_configured_norm_per_example_and_none_at_paddi
     batch = make_batch([5, 2, 7, 1])
     embedded = model.embed(batch.input_ids)
     loss = model.loss_from_logits(model.logits_from_embedded(embedded, batch.lengths), batch.labels)
-    logits = model.logits_from_embedded(embedded, batch.lengths)
     for perturbation in (adversarial_perturbation(embedded, batch, loss, epsilon),
-                         virtual_adversarial_perturbation(model, embedded, batch, logits, epsilon, xi=0.1),
+                         virtual_adversarial_perturbation(model, embedded, batch, epsilon, xi=0.1),
                          scale_to_norm(torch.randn(4, 7, 8) * 1e-30, batch.mask, epsilon)):  # no underflow
         assert not perturbation.requires_grad  # r is a constant: no gradient flows through it
         torch.testing.assert_close(row_norms(perturbation), torch.full((4,), epsilon, dtype=torch.float64),
@@ -172,6 +171,28 @@ def test_a_rows_adversarial_perturbation_does_not_depend_on_padding_or_its_neigh
         alone_loss = model.loss_from_logits(model.logits_from_embedded(alone_embedded, alone.lengths), alone.labels)
         torch.testing.assert_close(batched[row, :length], adversarial_perturbation(alone_embedded, alone, alone_loss,
                                                                                    2.0)[0], atol=1e-5, rtol=1e-4)
+
+
+def test_the_power_iteration_runs_without_dropout_and_leaves_the_mode_as_it_was():
+    model = make_model(embedding_dropout=0.5, output_dropout=0.5)
+    batch = make_batch([5, 2, 7], labelled=False)
+    embedded = model.embed(batch.input_ids)
+    directions = []
+    for mode in (True, False):
+        model.train(mode)
+        torch.manual_seed(0)
+        directions.append(virtual_adversarial_perturbation(model, embedded, batch, 2.0, 0.1))
+        assert model.training is mode
+    assert torch.equal(*directions)  # dropout masks would make them differ
+
+
+def test_frozen_embeddings_are_perturbed_but_not_trained():
+    model = make_model()
+    model.encoder.embedding.weight.requires_grad_(False)  # train.freeze_embeddings
+    batch = make_batch([5, 2, 7])
+    losses = perturbed_losses(model, batch, AdversarialConfig(1.0), VirtualAdversarialConfig(1.0))
+    losses.total.backward()
+    assert model.encoder.embedding.weight.grad is None and model.head.weight.grad is not None
 
 
 def test_the_virtual_adversarial_kl_is_never_negative_zero_at_epsilon_zero_and_beats_random_directions():
