@@ -143,14 +143,18 @@ def adversarial_loss(model: PerturbableModel, embedded: Tensor, batch: Batch, cl
 def _exact(model: nn.Module, device_type: str) -> Iterator[None]:
     """Dropout off and float32 for the power iteration. It compares p(.|s) and p(.|s + d) for a step d of norm
     ``xi``: with dropout each pass draws its own masks, and that noise, not d, would make most of the difference;
-    under bf16 autocast the small step would round away (p == q: a zero gradient)."""
-    was_training = model.training
-    model.eval()
+    under bf16 autocast the small step would round away (p == q: a zero gradient). Only the dropout modules are
+    put in eval mode: cuDNN's recurrent layers refuse a backward pass made in eval mode."""
+    dropouts = [module for module in model.modules()
+                if isinstance(module, nn.modules.dropout._DropoutNd) and module.training]
+    for module in dropouts:
+        module.eval()
     try:
         with torch.autocast(device_type, enabled=False):
             yield
     finally:
-        model.train(was_training)
+        for module in dropouts:
+            module.train()
 
 
 def virtual_adversarial_perturbation(model: PerturbableModel, embedded: Tensor, batch: Batch, epsilon: float,
