@@ -144,12 +144,12 @@ def test_the_adversarial_direction_raises_the_loss_more_than_random_ones_and_to_
 
     clean = model.loss_from_logits(model.logits_from_embedded(embedded, batch.lengths), batch.labels)
     (gradient,) = torch.autograd.grad(clean, embedded, retain_graph=True)
-    base = float(clean)
+    base = float(clean.detach())
     for epsilon in (1e-4, 1e-3):  # first order: L(s + r) - L(s) = g . r (+ O(epsilon^2))
         r_adv = adversarial_perturbation(embedded, batch, clean, epsilon)
         first_order = float((gradient * r_adv).sum())
         assert first_order > 0
-        assert loss_at(r_adv) - base == pytest.approx(first_order, rel=1e-2)
+        assert loss_at(r_adv) - base == pytest.approx(first_order, rel=1e-3)
     epsilon = 0.5
     r_adv = adversarial_perturbation(embedded, batch, clean, epsilon)
     generator = torch.Generator().manual_seed(0)
@@ -210,7 +210,7 @@ def test_the_virtual_adversarial_kl_is_never_negative_zero_at_epsilon_zero_and_b
         random_direction = scale_to_norm(torch.randn(embedded.shape, generator=generator), batch.mask, 2.0)
         with torch.no_grad():
             random_kl = kl_divergence(logits, model.logits_from_embedded(embedded + random_direction, batch.lengths))
-        assert bool((random_kl >= 0).all()) and float(random_kl.mean()) < float(divergence.mean())
+        assert bool((random_kl >= 0).all()) and float(random_kl.mean()) < float(divergence.detach().mean())
 
 
 def test_unlabelled_rows_enter_only_the_virtual_adversarial_term():
