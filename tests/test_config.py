@@ -227,6 +227,8 @@ def test_adversarial_options_are_checked_with_everything_else():
     assert config.train.adversarial.epsilon == 5.0 and config.train.perturbs_embeddings
     assert not Config().train.perturbs_embeddings
     assert load_config_values(config) == config  # saved nested, read back
+    overridden = config_from_dict(parse_overrides(["train.virtual_adversarial.xi=0.5"]))
+    assert overridden.train.virtual_adversarial.xi == 0.5 and not overridden.train.perturbs_embeddings
     message = error_of({"train": {"adversarial": {"eps": 1, "weight": -1}, "virtual_adversarial": {"xi": 0}},
                         "data": {"unlabelled_split": "unsupervised+test"}})
     for line in ("train.adversarial.eps: unknown key (valid: epsilon, weight)",
