@@ -227,7 +227,7 @@ def test_unlabelled_rows_enter_only_the_virtual_adversarial_term():
         assert torch.equal(losses.adversarial, results["none"].adversarial)
         assert torch.equal(losses.total, losses.classification + 0.7 * losses.adversarial
                            + 0.3 * losses.virtual_adversarial)
-    assert len({float(losses.virtual_adversarial) for losses in results.values()}) == 3
+    assert len({float(losses.virtual_adversarial.detach()) for losses in results.values()}) == 3
     # the term is the mean KL over the labelled and the unlabelled rows together (the AT term draws no random
     # numbers, so the VAT terms below start from the same random directions as above)
     rows = []
