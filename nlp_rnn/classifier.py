@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from nlp_rnn.adversarial import normalise_embedding_
 from nlp_rnn.batching import Batch
 from nlp_rnn.config import ModelConfig
 from nlp_rnn.encoder import RecurrentEncoder
@@ -15,13 +16,20 @@ from nlp_rnn.summary import Row, SummaryMixin, count_parameters, encoder_rows
 
 
 class SentimentClassifier(SummaryMixin, nn.Module):
+    """``normalised_embeddings``: the encoder reads frequency-normalised embeddings (Miyato et al. 2017, eq. 1;
+    :class:`nlp_rnn.adversarial.NormalisedEmbedding`), as adversarial training wants; ``token_counts`` (vocab,) are
+    the training split's (None when the saved weights will bring them)."""
+
     def __init__(self, config: ModelConfig, vocab_size: int, num_labels: int, pad_id: int = 0,
-                 label_smoothing: float = 0.0) -> None:
+                 label_smoothing: float = 0.0, normalised_embeddings: bool = False,
+                 token_counts: Tensor | None = None) -> None:
         super().__init__()
         self.config = config
         self.num_labels = num_labels
         self.label_smoothing = label_smoothing
         self.encoder = RecurrentEncoder.from_config(config, vocab_size, pad_id)
+        if normalised_embeddings:
+            normalise_embedding_(self.encoder, token_counts)
         self.pooling = Pooling(config.pooling, self.encoder.output_size, self.encoder.num_directions)
         self.dropout = nn.Dropout(config.output_dropout)
         self.head = nn.Linear(self.pooling.output_size, num_labels)
@@ -48,11 +56,27 @@ class SentimentClassifier(SummaryMixin, nn.Module):
 
     def forward(self, batch: Batch, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """-> logits (batch, num_labels) and, given targets (batch,), the mean cross-entropy."""
-        pooled, _ = self.pool(batch)
-        logits = self.head(self.dropout(pooled))  # (batch, num_labels)
+        logits = self.logits_from_embedded(self.embed(batch.input_ids), batch.lengths)  # (batch, num_labels)
         if targets is None:
             return logits, None
-        return logits, F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+        return logits, self.loss_from_logits(logits, targets)
+
+    # The three steps of forward, apart: adversarial training perturbs the embedded sequence between the first two
+    # (nlp_rnn.adversarial); gradient x input differentiates with respect to it.
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """(batch, len) ids -> (batch, len, emb) embeddings (normalised when the model was built so)."""
+        return self.encoder.embedding(input_ids)
+
+    def logits_from_embedded(self, embedded: Tensor, lengths: Tensor) -> Tensor:
+        """(batch, len, emb) embeddings and (batch,) lengths -> (batch, num_labels) logits."""
+        pooled, _ = self.pooling(self.encoder.encode_embedded(embedded, lengths))
+        return self.head(self.dropout(pooled))
+
+    def loss_from_logits(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """The mean cross-entropy (label smoothing as configured), in float32 at least."""
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
     def gradient_x_input(self, batch: Batch, labels: Tensor) -> Tensor:
         """Per-token attribution to each row's ``labels`` (batch,) logit: gradient x input, summed over the
@@ -62,9 +86,8 @@ class SentimentClassifier(SummaryMixin, nn.Module):
         is written and concurrent calls on one model are safe. Call in eval mode.
         """
         with torch.enable_grad():
-            embedded = self.encoder.embedding(batch.input_ids).detach().requires_grad_()
-            pooled, _ = self.pooling(self.encoder.encode_embedded(embedded, batch.lengths))
-            logits = self.head(self.dropout(pooled))  # (batch, num_labels)
+            embedded = self.embed(batch.input_ids).detach().requires_grad_()
+            logits = self.logits_from_embedded(embedded, batch.lengths)  # (batch, num_labels)
             chosen = logits.gather(1, labels.view(-1, 1)).sum()
             (gradient,) = torch.autograd.grad(chosen, embedded)
         return (gradient * embedded).sum(-1).detach() * batch.mask  # (batch, len)

@@ -83,6 +83,11 @@ class DataConfig:
     # $NLP_RNN_CACHE_DIR, else ~/.cache/nlp_rnn. num_proc: processes that encode a split not yet cached.
     cache_dir: str | None = None
     num_proc: int = _bounded(1, 1)
+    # -- unlabelled text for virtual adversarial training (issue 19; classification, nlp_rnn.adversarial) --------
+    # Split(s) read for their text only (IMDB's "unsupervised"; several joined by "+"); null: none. Never the
+    # validation or test split. max_unlabelled_examples: a fixed random sample of that many (smoke tests).
+    unlabelled_split: str | None = None
+    max_unlabelled_examples: int | None = _bounded(None, 1)
 
     @property
     def source(self) -> str:
@@ -167,6 +172,44 @@ class SearchConfig:
     n_best: int = _bounded(1, 1)
 
 
+# -- semi-supervised sentiment (issue 19): perturbations of the normalised word embeddings -------------------
+# Miyato, Dai & Goodfellow 2017; implemented in nlp_rnn.adversarial, read by tasks whose class sets
+# ``adversarial = True`` (classification). Either is on when its epsilon and weight are both > 0; then the model
+# reads normalised embeddings (their eq. 1, frequencies from the training split).
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """``train.adversarial``: the loss again on the input moved by epsilon along the loss gradient."""
+
+    epsilon: float = _bounded(0.0, 0.0)  # L2 norm of the perturbation, per example over the whole sequence; 0: off
+    weight: float = _bounded(1.0, 0.0)  # the adversarial loss's weight beside the clean cross-entropy
+
+    @property
+    def on(self) -> bool:
+        return _positive(self.epsilon) and _positive(self.weight)
+
+
+@dataclass(frozen=True)
+class VirtualAdversarialConfig:
+    """``train.virtual_adversarial``: KL(p(.|x) || p(.|x + r_vadv)) on labelled and unlabelled batches."""
+
+    epsilon: float = _bounded(0.0, 0.0)  # L2 norm of r_vadv, per example over the whole sequence; 0: off
+    xi: float = _bounded(0.1, 0.0)  # norm of the random start of the power iteration (finite difference); > 0
+    weight: float = _bounded(1.0, 0.0)  # the KL term's weight
+    # rows of the unlabelled batch (data.unlabelled_split) drawn beside each labelled batch; null: train.batch_size
+    unlabelled_batch_size: int | None = _bounded(None, 1)
+
+    @property
+    def on(self) -> bool:
+        return _positive(self.epsilon) and _positive(self.weight)
+
+
+def _positive(value: Any) -> bool:
+    """A number > 0 (a value of the wrong type, already reported, is not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, schedule, stopping, logging and checkpoints."""
@@ -216,6 +259,14 @@ class TrainConfig:
     keep_freed_memory: bool = True  # CPU: malloc reuses freed buffers instead of unmapping them (nlp_rnn.runtime)
     amp: bool = True  # bf16 autocast where computed natively: CUDA; CPUs with AVX-512 BF16 or AMX (training only)
     progress: bool = True
+    # semi-supervised sentiment (issue 19): adversarial and virtual adversarial training (sections above)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    virtual_adversarial: VirtualAdversarialConfig = field(default_factory=VirtualAdversarialConfig)
+
+    @property
+    def perturbs_embeddings(self) -> bool:
+        """Adversarial or virtual adversarial training is on (the model then normalises its embeddings)."""
+        return self.adversarial.on or self.virtual_adversarial.on
 
 
 @dataclass(frozen=True)
@@ -249,6 +300,7 @@ DATA_CONFIGS: dict[str, type] = {}  # a task's ``data:`` section class when it r
 TASK_METRICS: dict[str, tuple[str, ...]] = {}
 TASK_CHECKS: dict[str, Callable[[Config, list[str]], None]] = {}
 LAYERED_TASKS: set[str] = set()  # tasks whose model splits into layer groups: train.layer_lr_decay, gradual_unfreezing
+ADVERSARIAL_TASKS: set[str] = set()  # tasks that read train.adversarial / virtual_adversarial (Task.adversarial)
 
 
 def register_task_config(name: str, model_config: type, metrics: tuple[str, ...],
@@ -435,6 +487,32 @@ def _semantic_checks(config: Config, errors: list[str]) -> None:
                               f"{', '.join(sorted(LAYERED_TASKS))})")
     if task in TASK_CHECKS and isinstance(config.model, MODEL_CONFIGS[task]):
         TASK_CHECKS[task](config, errors)
+    _check_perturbations(config, task, errors)
+
+
+def _check_perturbations(config: Config, task: str | None, errors: list[str]) -> None:
+    """Adversarial and virtual adversarial training (issue 19): only where the task reads them, the unlabelled
+    split only for VAT and never one that is scored."""
+    train, data = config.train, config.data
+    virtual = train.virtual_adversarial
+    if isinstance(virtual.xi, float) and virtual.xi == 0:  # < 0: already reported
+        errors.append("train.virtual_adversarial.xi: must be > 0 (the power iteration's finite-difference step)")
+    unlabelled = data.unlabelled_split if isinstance(data.unlabelled_split, str) else None
+    if task is not None and task not in ADVERSARIAL_TASKS:
+        for key, on in (("train.adversarial", train.adversarial.on), ("train.virtual_adversarial", virtual.on),
+                        ("data.unlabelled_split", unlabelled)):
+            if on:
+                errors.append(f"{key}: the {task} task does not read it (only: {', '.join(sorted(ADVERSARIAL_TASKS))})")
+        return
+    if unlabelled is None:
+        return
+    if not virtual.on:
+        errors.append(f"data.unlabelled_split: {unlabelled!r} is read only by virtual adversarial training: set "
+                      "train.virtual_adversarial.epsilon and .weight > 0, or leave it null")
+    scored = {name for split in (data.validation_split, data.test_split) if isinstance(split, str)
+              for name in split.split("+")}
+    for name in sorted(scored & set(unlabelled.split("+"))):
+        errors.append(f"data.unlabelled_split: {name!r} is a split the model is scored on (validation or test)")
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

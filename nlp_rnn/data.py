@@ -397,3 +397,25 @@ def load_eval_split(config: DataConfig, split: str, task: TaskData,
         chosen, _ = _prepare(chosen, config, task, raw.where(split), label_names)
         return _clean(_limit(chosen, max_examples, config.split_seed), config, raw.where(split), task)
     return load_splits(config, task, label_names)[split]
+
+
+def load_unlabelled(config: DataConfig, column: str) -> datasets.Dataset:
+    """The text of ``config.unlabelled_split`` (several joined by ``+``) for semi-supervised training: only
+    ``column``, rows with no text dropped, and with ``max_unlabelled_examples`` a fixed random sample of that many.
+    Labels are never read (IMDB's ``unsupervised`` split has -1 in every row)."""
+    raw = _load(config.dataset, config.config_name, config.data_files)
+    parts = []
+    for name in config.unlabelled_split.split("+"):
+        split = _named(raw, name, config)
+        if column not in split.column_names:
+            raise DataError(f"{raw.where(name)}: no column {column!r} (columns: {', '.join(split.column_names)}; "
+                            "data.unlabelled_split)")
+        parts.append(split.select_columns([column]))
+    split = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    split = _limit(split, config.max_unlabelled_examples, config.split_seed)
+    split = split.filter(lambda row: isinstance(row[column], str) and row[column].strip() != "")
+    if len(split) == 0:
+        raise DataError(f"{raw.where(config.unlabelled_split)}: no text in column {column!r} (data.unlabelled_split)")
+    if config.detokenize_ptb:
+        split = split.map(lambda row: {column: detokenize_ptb(row[column])})
+    return split

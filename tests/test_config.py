@@ -238,3 +238,30 @@ def test_relative_dataset_paths_resolve_against_the_file_and_set_against_the_cwd
     assert load_config(config, ["data.dataset=./local"]).data.dataset == str(elsewhere / "local")
     config.write_text("data:\n  dataset: stanfordnlp/imdb\n")  # a hub id stays a hub id
     assert load_config(config).data.dataset == "stanfordnlp/imdb"
+
+
+def test_adversarial_options_are_checked_with_everything_else():
+    """Issue 19's sections: nested keys, off by default, and every misuse in the one error."""
+    config = config_from_dict({"train": {"adversarial": {"epsilon": 5}, "virtual_adversarial": {"epsilon": 5}},
+                               "data": {"unlabelled_split": "unsupervised"}})
+    assert config.train.adversarial.epsilon == 5.0 and config.train.perturbs_embeddings
+    assert not Config().train.perturbs_embeddings
+    assert load_config_values(config) == config  # saved nested, read back
+    overridden = config_from_dict(parse_overrides(["train.virtual_adversarial.xi=0.5"]))
+    assert overridden.train.virtual_adversarial.xi == 0.5 and not overridden.train.perturbs_embeddings
+    message = error_of({"train": {"adversarial": {"eps": 1, "weight": -1}, "virtual_adversarial": {"xi": 0}},
+                        "data": {"unlabelled_split": "unsupervised+test"}})
+    for line in ("train.adversarial.eps: unknown key (valid: epsilon, weight)",
+                 "train.adversarial.weight: -1.0 must be >= 0.0",
+                 "train.virtual_adversarial.xi: must be > 0",
+                 "data.unlabelled_split: 'unsupervised+test' is read only by virtual adversarial training",
+                 "data.unlabelled_split: 'test' is a split the model is scored on"):
+        assert line in message, message
+    message = error_of({"task": "language_model", "train": {"adversarial": {"epsilon": 1}}})
+    assert "train.adversarial: the language_model task does not read it (only: classification)" in message
+
+
+def load_config_values(config: Config) -> Config:
+    import yaml
+
+    return config_from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict())))

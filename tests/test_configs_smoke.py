@@ -16,7 +16,8 @@ CONFIGS = sorted(path for path in (Path(__file__).resolve().parent.parent / "con
                  if path.parent.name != "tuning")  # search spaces, not configs: tests/test_tuning.py
 SHRINK = ["data.max_train_examples=96", "data.max_eval_examples=32", "data.max_length=48",
           "tokenizer.vocab_size=500", "model.embedding_dim=8", "model.hidden_size=8", "train.epochs=1",
-          "train.batch_size=32", "train.progress=false", "train.num_threads=1", "train.init_from=null"]
+          "train.batch_size=32", "train.progress=false", "train.num_threads=1", "train.init_from=null",
+          "data.max_unlabelled_examples=64"]  # VAT's unlabelled split, where a config reads one
 
 
 def test_configs_exist():

@@ -109,3 +109,16 @@ def test_ptb_detokenization_matches_raw_text():
         "it's not that it doesn't (try), you're right."
     assert detokenize_ptb("i ca n't and wo n't say `` best '' !") == "i can't and won't say \"best\"!"
     assert detokenize_ptb("plain text, untouched.") == "plain text, untouched."
+
+
+def test_the_unlabelled_split_is_read_for_its_text_only():
+    from nlp_rnn.data import load_unlabelled
+
+    config = DataConfig(dataset="stanfordnlp/imdb", unlabelled_split="unsupervised", max_unlabelled_examples=40)
+    unlabelled = load_unlabelled(config, "text")
+    assert unlabelled.column_names == ["text"] and len(unlabelled) == 40  # IMDB's unsupervised labels (-1) dropped
+    assert unlabelled["text"] == load_unlabelled(config, "text")["text"]  # a fixed sample
+    with pytest.raises(DataError, match="has no split 'unlabeled' .*unsupervised"):
+        load_unlabelled(DataConfig(dataset="stanfordnlp/imdb", unlabelled_split="unlabeled"), "text")
+    with pytest.raises(DataError, match="no column 'review'"):
+        load_unlabelled(config, "review")

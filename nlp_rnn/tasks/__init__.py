@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from nlp_rnn.config import register_task_config
+from nlp_rnn.config import ADVERSARIAL_TASKS, register_task_config
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.tasks.base import Task, TrainingData
 
@@ -35,6 +35,7 @@ def register_task(name: str):
         TASKS[name] = cls
         register_task_config(name, cls.model_config, cls.metrics, _checks(cls), cls.data_config,
                              layered=cls.layered)
+        (ADVERSARIAL_TASKS.add if cls.adversarial else ADVERSARIAL_TASKS.discard)(name)
         return cls
 
     return register

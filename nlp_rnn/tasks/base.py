@@ -64,6 +64,7 @@ class Task(ABC):
     layered: ClassVar[bool] = False  # its model splits into layer groups (``layer_groups``): ULMFiT's options apply
     onnx_runner: ClassVar[str | None] = None  # nlp_rnn.onnx_inference runner for its exported graphs
     card_hint: ClassVar[str] = ""  # the model card's last line: how to score or use the model
+    adversarial: ClassVar[bool] = False  # its training reads train.adversarial / virtual_adversarial (issue 19)
 
     def __init__(self, config: Config, tokenizers: list[Tokenizer], metadata: dict[str, Any]) -> None:
         self.config = config

@@ -13,6 +13,8 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from nlp_rnn import checkpoint as ckpt
+from nlp_rnn import distributed
+from nlp_rnn.adversarial import UnlabelledStream, count_tokens, perturbed_losses
 from nlp_rnn.batching import Collator, EncodedDataset
 from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.config import Config, DataConfig, ModelConfig
@@ -20,7 +22,7 @@ from nlp_rnn.encoded import IDS, LENGTH, encode_split
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import evaluate_classifier, predict_logits
 from nlp_rnn.tasks import register_task
-from nlp_rnn.tasks.base import Task, check_cell, check_weight_drop, has_text
+from nlp_rnn.tasks.base import Task, TrainingData, check_cell, check_weight_drop, has_text
 from nlp_rnn.tokenization import PAD_ID, encode_texts, require_tokens, truncate
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,21 @@ def _encode_batch(batch: dict[str, list], tokenizer: Tokenizer, data: DataConfig
             "label": [batch[data.label_column][i] for i in keep]}
 
 
+def encode_unlabelled(split, tokenizer: Tokenizer, config: Config) -> EncodedDataset:
+    """Token ids of unlabelled texts (``data.text_column``, truncated as configured; texts with no tokens left
+    out), for virtual adversarial training. Cached like every encoded split."""
+    features = datasets.Features({"input_ids": IDS, "length": LENGTH})
+    encoded = encode_split(split, partial(_encode_texts, tokenizer=tokenizer, data=config.data), features,
+                           config.data, [tokenizer])
+    return EncodedDataset(encoded.column("input_ids"), None, encoded.ints("length"))
+
+
+def _encode_texts(batch: dict[str, list], tokenizer: Tokenizer, data: DataConfig) -> dict[str, list]:
+    ids = encode_texts(tokenizer, batch[data.text_column], data.max_length, data.truncation, data.head_fraction)
+    kept = [row for row in ids if row]
+    return {"input_ids": kept, "length": [len(row) for row in kept]}
+
+
 @register_task("classification")
 class ClassificationTask(Task):
     """Text -> one label of a fixed set (the dataset's ``ClassLabel`` names)."""
@@ -145,6 +162,7 @@ class ClassificationTask(Task):
     onnx_runner = "classifier"
     layered = True  # embedding, each recurrent layer, the output layers: ULMFiT's groups
     card_hint = "Test metrics: `nlp-rnn evaluate <this folder> --split test` on this folder's own weights."
+    adversarial = True  # train.adversarial, train.virtual_adversarial and data.unlabelled_split (nlp_rnn.adversarial)
 
     @classmethod
     def check_config(cls, config: Config, errors: list[str]) -> None:
@@ -182,12 +200,47 @@ class ClassificationTask(Task):
     def encode(self, split: datasets.Dataset) -> EncodedDataset:
         return encode_classification(split, self.tokenizer, self.config)
 
+    # -- adversarial and virtual adversarial training (issue 19, nlp_rnn.adversarial) ---------------------------
+
+    token_counts: torch.Tensor | None = None  # (vocab,) the training split's, for the normalised embeddings
+    unlabelled: UnlabelledStream | None = None  # data.unlabelled_split's batches, one per step (VAT)
+
+    @classmethod
+    def for_training(cls, config: Config, tokenizers: list[Tokenizer] | None = None) -> tuple[Task, TrainingData]:
+        """As every task; with adversarial or virtual adversarial training also the training split's token counts
+        (the frequencies of the normalised embeddings) and the encoded unlabelled split."""
+        task, data = super().for_training(config, tokenizers)
+        train = config.train
+        if train.perturbs_embeddings:
+            task.token_counts = count_tokens(data.train.input_ids, task.tokenizer.get_vocab_size())
+        if config.data.unlabelled_split:
+            from nlp_rnn.data import load_unlabelled
+
+            texts = encode_unlabelled(load_unlabelled(config.data, config.data.text_column), task.tokenizer, config)
+            batch_size = train.virtual_adversarial.unlabelled_batch_size or train.batch_size
+            task.unlabelled = UnlabelledStream(texts, batch_size, train.seed, train.bucket_size, PAD_ID,
+                                               distributed.context_from_env())
+            log.info("unlabelled: %d texts from split %s, %d per step beside %d labelled", len(texts),
+                     config.data.unlabelled_split, batch_size, train.batch_size)
+        return task, data
+
     def build_model(self) -> nn.Module:
         return SentimentClassifier(self.config.model, self.tokenizer.get_vocab_size(), len(self.label_names),
-                                   PAD_ID, self.config.train.label_smoothing)
+                                   PAD_ID, self.config.train.label_smoothing,
+                                   normalised_embeddings=self.config.train.perturbs_embeddings,
+                                   token_counts=self.token_counts)
 
     def forward(self, model: nn.Module, batch, step: int, total_steps: int) -> tuple[torch.Tensor, int, int]:
-        logits, loss = model(batch, targets=batch.labels)
+        """The cross-entropy, plus the adversarial and virtual adversarial terms when they are on (the loss
+        logged for training is then their weighted sum, what is minimised)."""
+        train = self.config.train
+        if train.perturbs_embeddings:
+            unlabelled = (self.unlabelled.batch(step, batch.input_ids.device)
+                          if self.unlabelled is not None and train.virtual_adversarial.on else None)
+            losses = perturbed_losses(model, batch, train.adversarial, train.virtual_adversarial, unlabelled)
+            logits, loss = losses.logits, losses.total
+        else:
+            logits, loss = model(batch, targets=batch.labels)
         return loss, int((logits.argmax(-1) == batch.labels).sum()), len(batch.labels)
 
     def layer_groups(self, model: nn.Module) -> list[list[nn.Parameter]]:
@@ -293,7 +346,7 @@ class ClassificationTask(Task):
             f"{metrics.get('num_parameters', 0):,} parameters.",
             f"- **Training**: AdamW lr {train['lr']}, {train['schedule']} schedule, batch {train['batch_size']}, "
             f"up to {train['epochs']} epochs, best epoch {metrics.get('best_epoch')} by validation "
-            f"{metrics.get('metric') or self.config.metric}.",
+            f"{metrics.get('metric') or self.config.metric}.{self._perturbation_note()}",
             "",
             "| split | examples | accuracy | macro-F1 |",
             "|---|---|---|---|",
@@ -317,6 +370,23 @@ class ClassificationTask(Task):
                       f"{fitted['nll_after']:.4f}, expected calibration error {fitted['ece_before']:.4f} -> "
                       f"{fitted['ece_after']:.4f}."]
         return lines
+
+    def _perturbation_note(self) -> str:
+        """The card's words for adversarial and virtual adversarial training, when the run used them."""
+        train, data = self.config.train, self.config.data
+        parts = []
+        if train.adversarial.on:
+            adversarial = train.adversarial
+            parts.append(f"adversarial training (epsilon {adversarial.epsilon}, weight {adversarial.weight})")
+        if train.virtual_adversarial.on:
+            virtual = train.virtual_adversarial
+            source = f" and unlabelled split `{data.unlabelled_split}`" if data.unlabelled_split else ""
+            parts.append(f"virtual adversarial training on the labelled batches{source} (epsilon {virtual.epsilon}, "
+                         f"xi {virtual.xi}, weight {virtual.weight})")
+        if not parts:
+            return ""
+        return (f" With {' and '.join(parts)} on frequency-normalised embeddings (Miyato, Dai & Goodfellow "
+                "2017).")
 
     def _vocabulary(self, run: ckpt.RunFolder) -> int:
         return run.vocabulary_sizes(self.tokenizer_files(self.config))[0]
