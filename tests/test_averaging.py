@@ -83,3 +83,21 @@ def test_a_run_without_kept_weights_and_a_taken_folder_are_one_line(reversal_run
     assert "0 epoch weights kept (none)" in capsys.readouterr().err
     assert main(["average", str(kept_run), "--last", "1", "--out", str(reversal_run)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_a_resumed_run_may_start_keeping_epochs(tmp_path, reversal_data):
+    """A run started without train.keep_epoch_weights keeps the epochs after --resume --set adds it."""
+    from nlp_rnn.training import TrainingInterrupted
+
+    def stop_after_first_epoch(epoch, value):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train(reversal_config(reversal_data, train={"epochs": 3, "patience": None}), run_dir,
+              on_epoch=stop_after_first_epoch)
+    assert RunFolder(run_dir).kept_epochs() == []
+    assert main(["train", "--resume", "--out", str(run_dir), "--set", "train.keep_epoch_weights=2",
+                 "--set", "train.progress=false"]) == 0
+    assert [epoch for epoch, _ in RunFolder(run_dir).kept_epochs()] == [2, 3]
