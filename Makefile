@@ -12,7 +12,7 @@ ifneq ($(SHARED_DATA),)
 export NLP_RNN_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install lock test test-fast demo screenshot load-test lint clean sentiment-model translation-model imdb-lm sst2-lm rt-lm imdb-awd-lm ner-vectors ner-model shakespeare-model reviews-model
+.PHONY: install lock test test-fast demo screenshot load-test lint clean sentiment-model translation-model imdb-lm sst2-lm rt-lm imdb-awd-lm sst2-awd-lm ner-vectors ner-model shakespeare-model reviews-model
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -95,6 +95,11 @@ rt-lm: install
 # ULMFiT's options (configs/pretraining/imdb_awd_lm.yaml says how long an epoch takes).
 imdb-awd-lm: install
 	$(BIN)/nlp-rnn train configs/pretraining/imdb_awd_lm.yaml --out runs/imdb_awd_lm
+
+# ULMFiT's second stage on it: the AWD-LSTM language model fine-tuned on SST-2's training text (a few minutes)
+sst2-awd-lm: install
+	test -f runs/imdb_awd_lm/model.safetensors || $(MAKE) imdb-awd-lm
+	$(BIN)/nlp-rnn train configs/pretraining/sst2_awd_lm.yaml --out runs/sst2_awd_lm
 
 # The 100-d English word vectors that configs/tagging/conll2003_ner_vectors.yaml starts from (about 2 minutes):
 # PPMI + truncated SVD over 22.8M words of unlabelled English here (never CoNLL's validation or test text).
