@@ -1,6 +1,9 @@
-"""The sentiment (text) classifier: recurrent encoder + masked pooling + dropout + linear head."""
+"""The sentiment (text) classifier: recurrent encoder + masked pooling + dropout + linear head; and an ensemble of
+such classifiers read as one model."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +57,12 @@ class SentimentClassifier(SummaryMixin, nn.Module):
         encoded = self.encoder(batch.input_ids, batch.lengths)
         return self.pooling(encoded)
 
+    def logits_and_weights(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """Logits (batch, num_labels) and, for attention pooling, its weights (batch, len): what explains a
+        prediction. Call in eval mode."""
+        pooled, weights = self.pool(batch)
+        return self.head(pooled), weights
+
     def forward(self, batch: Batch, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """-> logits (batch, num_labels) and, given targets (batch,), the mean cross-entropy."""
         logits = self.logits_from_embedded(self.embed(batch.input_ids), batch.lengths)  # (batch, num_labels)
@@ -91,3 +100,42 @@ class SentimentClassifier(SummaryMixin, nn.Module):
             chosen = logits.gather(1, labels.view(-1, 1)).sum()
             (gradient,) = torch.autograd.grad(chosen, embedded)
         return (gradient * embedded).sum(-1).detach() * batch.mask  # (batch, len)
+
+
+class ClassifierEnsemble(nn.Module):
+    """Trained classifiers of one label set that read the same token ids, as one model (``--ensemble``).
+
+    Its "logits" are the log of the mean of the members' calibrated probabilities, softmax(logits_k / T_k) with
+    each member's own temperature (a mixture, as the translation and tagging ensembles combine their members), so
+    a softmax of them is that mean and the ensemble needs no temperature of its own. Forward and backward models
+    (ULMFiT's ensemble), several seeds, or differently regularised runs all combine this way."""
+
+    def __init__(self, members: list[SentimentClassifier], temperatures: list[float]) -> None:
+        super().__init__()
+        if len(members) != len(temperatures):
+            raise ValueError("one temperature per member")
+        self.members = nn.ModuleList(members)
+        self.temperatures = list(temperatures)
+        self.num_labels = members[0].num_labels
+
+    def _mean_log_probs(self, logits: list[Tensor]) -> Tensor:
+        """log(mean_k softmax(logits_k / T_k)), in float32; logsumexp keeps tiny probabilities."""
+        stacked = torch.stack([(member.float() / temperature).log_softmax(-1)
+                               for member, temperature in zip(logits, self.temperatures, strict=True)])
+        return stacked.logsumexp(0) - math.log(len(logits))
+
+    def forward(self, batch: Batch, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """-> log of the members' mean probabilities (batch, num_labels) and, given targets, their mean NLL."""
+        log_probs = self._mean_log_probs([member(batch)[0] for member in self.members])
+        if targets is None:
+            return log_probs, None
+        return log_probs, F.nll_loss(log_probs, targets)
+
+    def logits_and_weights(self, batch: Batch) -> tuple[Tensor, None]:
+        """The ensemble's log-probabilities; no attention weights (members may pool differently), so a prediction
+        is explained by gradient x input."""
+        return self(batch)[0], None
+
+    def gradient_x_input(self, batch: Batch, labels: Tensor) -> Tensor:
+        """The members' mean gradient x input toward ``labels`` (each on its own embeddings), (batch, len)."""
+        return torch.stack([member.gradient_x_input(batch, labels) for member in self.members]).mean(0)

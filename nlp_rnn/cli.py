@@ -24,7 +24,8 @@ PLUGIN_HELP = ("import a module first (a dotted name, found from the current dir
                "registers tasks or cells (repeatable); train records it in the run's config.yaml, so evaluate, "
                "predict and nlp_rnn.load import it again")
 ENSEMBLE_HELP = ("more run folders of the same task (comma-separated) that predict together with RUN_DIR: the "
-                 "mean of their tag probabilities (tagging), or of their next-token probabilities at every greedy or "
+                 "mean of their calibrated class probabilities (classification: the same tokenizer), of their tag "
+                 "probabilities (tagging), or of their next-token probabilities at every greedy or "
                  "beam search step (translation: the same tokenizers)")
 DEVICE_HELP = "where the model runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N, mps"
 
@@ -402,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
     pack.add_argument("--force", action="store_true", help="replace OUT if it exists (it is deleted first)")
     pack.add_argument("--ensemble", type=_runs, metavar="RUN2,RUN3",
-                      help="ship these runs too, as one ensemble folder that loads them all (tagging, translation)")
+                      help="ship these runs too, as one ensemble folder that loads them all (classification, "
+                           "tagging, translation)")
     pack.set_defaults(run=_pack)
 
     average = commands.add_parser("average", parents=[verbose],

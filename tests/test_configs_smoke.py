@@ -129,4 +129,5 @@ def test_configs_from_a_language_model_match_its_encoder(path):
 def test_language_model_chains_are_covered():
     names = {p.stem for p in FROM_LM}
     assert {"sst2_from_lm", "rotten_tomatoes_from_lm", "sst2_bilm", "sst2_from_sst2_lm", "rotten_tomatoes_bilm",
-            "rotten_tomatoes_from_rt_lm", "imdb_ulmfit", "sst2_awd_lm", "sst2_ulmfit", "rotten_tomatoes_ulmfit"} <= names, names
+            "rotten_tomatoes_from_rt_lm", "imdb_ulmfit", "sst2_awd_lm", "sst2_ulmfit",
+            "rotten_tomatoes_ulmfit"} <= names, names

@@ -16,7 +16,7 @@ from nlp_rnn import checkpoint as ckpt
 from nlp_rnn import distributed
 from nlp_rnn.adversarial import UnlabelledStream, count_tokens, perturbed_losses
 from nlp_rnn.batching import Collator, EncodedDataset
-from nlp_rnn.classifier import SentimentClassifier
+from nlp_rnn.classifier import ClassifierEnsemble, SentimentClassifier
 from nlp_rnn.config import Config, DataConfig, ModelConfig
 from nlp_rnn.encoded import IDS, LENGTH, encode_split
 from nlp_rnn.errors import NlpRnnError
@@ -101,8 +101,8 @@ class SentimentPredictor:
         batch = Collator(PAD_ID)([{"input_ids": ids}]).to(self.device)
         model = self.explain_model
         with torch.inference_mode():
-            pooled, weights = model.pool(batch)
-            probabilities = (model.head(pooled).float() / self.temperature).softmax(-1)[0]
+            logits, weights = model.logits_and_weights(batch)
+            probabilities = (logits.float() / self.temperature).softmax(-1)[0]
         best = int(probabilities.argmax())
         if weights is not None:
             method, scores = "attention", weights[0]
@@ -246,6 +246,25 @@ class ClassificationTask(Task):
     def layer_groups(self, model: nn.Module) -> list[list[nn.Parameter]]:
         return model.layer_groups()
 
+    @classmethod
+    def ensemble(cls, members: list[tuple[ClassificationTask, nn.Module]]) -> tuple[ClassificationTask, nn.Module]:
+        """Classifiers of one label set that read one tokenizer's ids (:class:`ClassifierEnsemble`: the mean of
+        their calibrated probabilities; runs fine-tuned from one language model, or trained with the same
+        ``tokenizer:`` settings on the same data, share it). The first run's config is the ensemble's."""
+        first = members[0][0]
+        problems = []
+        for number, (task, _) in enumerate(members[1:], start=2):
+            if task.label_names != first.label_names:
+                problems.append(f"run {number}'s labels {task.label_names} differ from {first.label_names}")
+            if task.tokenizer.to_str() != first.tokenizer.to_str():
+                problems.append(f"run {number}'s tokenizer differs from the first run's")
+        if problems:
+            raise NlpRnnError("these runs cannot form an ensemble (its members read one batch of token ids: "
+                              "fine-tune them from one language model, or train them with the same tokenizer: "
+                              "settings on the same data): " + "; ".join(problems))
+        task = cls(first.config, first.tokenizers, {**first.meta, "ensemble": len(members)})
+        return task, ClassifierEnsemble([model for _, model in members], [t.temperature for t, _ in members])
+
     def evaluate(self, model: nn.Module, data: EncodedDataset, device: torch.device, batch_size: int,
                  beam_size: int | None = None) -> dict[str, Any]:
         """Loss, accuracy, macro-F1, per-class scores, confusion matrix, examples/s; NLL and expected calibration
@@ -339,7 +358,7 @@ class ClassificationTask(Task):
             f"{': ' + labels if labels else ''}), "
             f"validation {validation_split}, reported on split `{data['test_split']}`; texts truncated to "
             f"{data['max_length']} tokens ({data['truncation']}).",
-            f"- **Tokenizer**: {config['tokenizer']['type']}-level, {self._vocabulary(run):,} types, "
+            f"- **Tokenizer**: {config['tokenizer']['type']}-level, {self.tokenizer.get_vocab_size():,} types, "
             f"trained on the training split only.",
             f"- **Model**: embedding {model['embedding_dim']} -> {model['num_layers']} x {direction}{model['cell']} "
             f"{model['hidden_size']} -> {model['pooling']} pooling -> linear; "
@@ -387,9 +406,6 @@ class ClassificationTask(Task):
             return ""
         return (f" With {' and '.join(parts)} on frequency-normalised embeddings (Miyato, Dai & Goodfellow "
                 "2017).")
-
-    def _vocabulary(self, run: ckpt.RunFolder) -> int:
-        return run.vocabulary_sizes(self.tokenizer_files(self.config))[0]
 
     def export_onnx(self, model: nn.Module, out: Path, opset: int) -> list[Path]:
         from nlp_rnn.onnx_graphs import export_classifier
