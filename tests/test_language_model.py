@@ -91,7 +91,7 @@ def test_train_split_joins_splits_with_plus():
 
 
 @pytest.mark.slow
-def test_pretrain_then_fine_tune_a_classifier(tmp_path):
+def test_pretrain_then_fine_tune_a_classifier(tmp_path, monkeypatch):
     from nlp_rnn.training import train
 
     lm_dir = tmp_path / "lm"
@@ -109,6 +109,13 @@ def test_pretrain_then_fine_tune_a_classifier(tmp_path):
     assert main(["evaluate", str(lm_dir), "--split", "validation", "--max-examples", "16"]) == 0
     evaluated = json.loads((lm_dir / "evaluation" / "validation" / ckpt.METRICS_FILE).read_text())
     assert evaluated["ppl"] == pytest.approx(math.exp(evaluated["loss"])) and evaluated["predictions"] > 0
+    # next-token predictions are made in chunks of rows (a batch of long texts would need tens of GB at once)
+    from nlp_rnn.tasks import language_model as lm_task
+
+    monkeypatch.setattr(lm_task, "PREDICT_CHUNK", 5)
+    assert main(["evaluate", str(lm_dir), "--split", "validation", "--max-examples", "16"]) == 0
+    chunked = json.loads((lm_dir / "evaluation" / "validation" / ckpt.METRICS_FILE).read_text())
+    assert (chunked["accuracy"], chunked["predictions"]) == (evaluated["accuracy"], evaluated["predictions"])
     assert main(["pack", str(lm_dir), str(tmp_path / "lm_packed")]) == 0
     card = (tmp_path / "lm_packed" / "README.md").read_text()
     assert "language model" in card and f"{metrics['validation']['ppl']:.2f}" in card and "init_from" in card

@@ -25,6 +25,8 @@ from nlp_rnn.tasks import register_task
 from nlp_rnn.tasks.base import Task, check_cell, check_weight_drop
 from nlp_rnn.tokenization import PAD_ID, encode_texts
 
+PREDICT_CHUNK = 4096  # rows of states per next-token prediction at evaluation (at most 4096 x vocab scores)
+
 
 def _encode_batch(batch: dict[str, list], tokenizer: Tokenizer, data: DataConfig) -> dict[str, list]:
     ids = encode_texts(tokenizer, batch[data.text_column], data.max_length, data.truncation, data.head_fraction)
@@ -107,7 +109,10 @@ class LanguageModelTask(Task):
                 with autocast(device, self.config.train.amp):
                     states, targets = model.states_and_targets(batch)
                     loss = model.softmax(states, targets).loss
-                    correct += int((model.softmax.predict(states) == targets).sum())
+                    # in chunks: predict scores the whole vocabulary for every row it cannot settle in the head,
+                    # which for a batch of 256 long texts is tens of GB
+                    correct += sum(int((model.softmax.predict(rows) == wanted).sum()) for rows, wanted in
+                                   zip(states.split(PREDICT_CHUNK), targets.split(PREDICT_CHUNK), strict=True))
                 total += float(loss) * len(targets)
                 count += len(targets)
         model.train(was_training)
