@@ -6,7 +6,9 @@ little better than any one of them, at no cost at inference time (Vaswani et al.
 last 5 or 20 checkpoints; JoeyNMT, OpenNMT-py and fairseq's ``average_checkpoints.py`` do it the same way). It is
 weight-level, so it works for every task: the averaged folder is a run folder like any other, which
 ``nlp-rnn evaluate`` / ``predict`` and ``nlp_rnn.load`` read. The trainer keeps the epochs' weights when
-``train.keep_epoch_weights`` is N or more.
+``train.keep_epoch_weights`` is N or more. What training derives from the best weights after the last epoch (a
+classifier's temperature, fitted on the validation split; a translator's attention plots) is derived again from
+the averaged ones.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from nlp_rnn import checkpoint as ckpt
@@ -76,7 +79,8 @@ def average_run(run_dir: str | Path, last: int, out: str | Path | None = None) -
     task_class = get_task(config.task)
     names = task_class.tokenizer_files(config)
     tokenizers = ckpt.load_tokenizers(names, run.path)
-    model = task_class(config, tokenizers, metadata).build_model()
+    task = task_class(config, tokenizers, metadata)
+    model = task.build_model()
     ckpt.load_into(model, averaged, chosen[-1][1])  # the config builds these shapes: the folder will load
     target.path.mkdir(parents=True, exist_ok=True)
     target.write_config(config)
@@ -85,4 +89,10 @@ def average_run(run_dir: str | Path, last: int, out: str | Path | None = None) -
     epochs = [epoch for epoch, _ in chosen]
     target.write_metrics({"averaged_from": str(run.path), "averaged_epochs": epochs,
                           "num_parameters": sum(p.numel() for p in model.parameters()), **metadata})
+    # what training derives from its best weights, from these instead (a classifier's calibration on the
+    # validation split, a translator's attention plots)
+    from nlp_rnn.data import load_eval_split
+
+    validation = task.encode(load_eval_split(config.data, "validation", task_class, label_names=task.labels))
+    task.after_training(model.eval(), target, torch.device("cpu"), validation)
     return target.path, epochs

@@ -101,3 +101,17 @@ def test_a_resumed_run_may_start_keeping_epochs(tmp_path, reversal_data):
     assert main(["train", "--resume", "--out", str(run_dir), "--set", "train.keep_epoch_weights=2",
                  "--set", "train.progress=false"]) == 0
     assert [epoch for epoch, _ in RunFolder(run_dir).kept_epochs()] == [2, 3]
+
+
+def test_an_averaged_classifier_is_calibrated_anew(tmp_path):
+    from nlp_rnn.averaging import average_run
+    from tests.tiny import tiny_config
+
+    run_dir = tmp_path / "run"
+    train(tiny_config(train={"epochs": 2, "keep_epoch_weights": 2}), run_dir)
+    out, epochs = average_run(run_dir, 2, tmp_path / "averaged")
+    fitted = json.loads((out / "calibration.json").read_text())
+    trained = json.loads((run_dir / "calibration.json").read_text())
+    assert epochs == [1, 2] and fitted["examples"] > 0  # the whole validation split, as nlp-rnn calibrate reads
+    assert fitted["temperature"] != trained["temperature"]  # fitted to the averaged weights, not copied
+    assert nlp_rnn.load(out).temperature == fitted["temperature"]
