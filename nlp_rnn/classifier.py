@@ -3,8 +3,6 @@ such classifiers read as one model."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -13,6 +11,7 @@ from nlp_rnn.adversarial import normalise_embedding_
 from nlp_rnn.batching import Batch
 from nlp_rnn.config import ModelConfig
 from nlp_rnn.encoder import RecurrentEncoder
+from nlp_rnn.ensembling import mixture_log_probs
 from nlp_rnn.initialisation import initialise_
 from nlp_rnn.pooling import Pooling
 from nlp_rnn.summary import Row, SummaryMixin, count_parameters, encoder_rows
@@ -118,15 +117,9 @@ class ClassifierEnsemble(nn.Module):
         self.temperatures = list(temperatures)
         self.num_labels = members[0].num_labels
 
-    def _mean_log_probs(self, logits: list[Tensor]) -> Tensor:
-        """log(mean_k softmax(logits_k / T_k)), in float32; logsumexp keeps tiny probabilities."""
-        stacked = torch.stack([(member.float() / temperature).log_softmax(-1)
-                               for member, temperature in zip(logits, self.temperatures, strict=True)])
-        return stacked.logsumexp(0) - math.log(len(logits))
-
     def forward(self, batch: Batch, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """-> log of the members' mean probabilities (batch, num_labels) and, given targets, their mean NLL."""
-        log_probs = self._mean_log_probs([member(batch)[0] for member in self.members])
+        log_probs = mixture_log_probs([member(batch)[0] for member in self.members], self.temperatures)
         if targets is None:
             return log_probs, None
         return log_probs, F.nll_loss(log_probs, targets)

@@ -8,7 +8,6 @@ answers them for several trained translators at once, searches with the same cod
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -19,6 +18,7 @@ from nlp_rnn.batching import PairBatch
 from nlp_rnn.config import TranslatorConfig
 from nlp_rnn.decoder import AttentionDecoder, DecoderState, DecoderStep, EncodedSource
 from nlp_rnn.encoder import RecurrentEncoder
+from nlp_rnn.ensembling import mixture_log_probs
 from nlp_rnn.summary import Row, SummaryMixin, count_parameters, encoder_rows
 
 
@@ -177,20 +177,14 @@ class TranslatorEnsemble(nn.Module):
         their mean attention (batch, src_len)."""
         steps = [member.decode_step(prev_tokens, own_state, own_source)
                  for member, own_state, own_source in zip(self.members, state.members, source.members, strict=True)]
-        log_probs = self._mean_log_probs([step.logits for step in steps])  # (batch, vocab)
+        log_probs = mixture_log_probs([step.logits for step in steps])  # (batch, vocab)
         attention = torch.stack([step.attention.float() for step in steps]).mean(0)  # (batch, src_len)
         return DecoderStep(log_probs, EnsembleState(tuple(step.state for step in steps)), attention)
-
-    @staticmethod
-    def _mean_log_probs(logits: list[Tensor]) -> Tensor:
-        """log(mean_k softmax(logits_k)) over the members k, in float32: logsumexp keeps tiny probabilities."""
-        stacked = torch.stack([member_logits.float().log_softmax(-1) for member_logits in logits])  # (k, ..., vocab)
-        return stacked.logsumexp(0) - math.log(len(logits))
 
     def forward(self, batch: PairBatch, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Teacher-forced -> log of the members' mean probabilities (batch, tgt_len, vocab) over ``batch.tgt_in``
         and, given targets (batch, tgt_len), the negative log-likelihood per non-pad target token."""
-        log_probs = self._mean_log_probs([member(batch)[0] for member in self.members])
+        log_probs = mixture_log_probs([member(batch)[0] for member in self.members])
         if targets is None:
             return log_probs, None
         pad_id = self.members[0].pad_id
