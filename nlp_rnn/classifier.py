@@ -17,6 +17,45 @@ from nlp_rnn.pooling import Pooling
 from nlp_rnn.summary import Row, SummaryMixin, count_parameters, encoder_rows
 
 
+class RowBatchNorm(nn.BatchNorm1d):
+    """Batch normalisation over (batch, features) that accepts a training batch of one row: with no batch statistics
+    to take, that row is normalised by the running ones (which it leaves as they are)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+class PoolingHead(nn.Sequential):
+    """ULMFiT's classifier head over the pooled features (Howard & Ruder 2018, section 3.3; fastai's
+    ``PoolingLinearClassifier`` with one hidden layer): batch norm -> dropout p -> linear (hidden) -> ReLU ->
+    batch norm -> dropout p/4 -> linear (labels). The batch norm rescales pooled features that barely vary across
+    texts (a pretrained encoder's max-pooled states sit near 1), so a head trained alone on them (gradual
+    unfreezing's first epoch) can learn; fastai's second dropout is 0.1 beside a first of 0.4, hence p/4."""
+
+    def __init__(self, in_features: int, hidden_size: int, num_labels: int, dropout: float) -> None:
+        super().__init__(RowBatchNorm(in_features), nn.Dropout(dropout), nn.Linear(in_features, hidden_size),
+                         nn.ReLU(), RowBatchNorm(hidden_size), nn.Dropout(dropout / 4),
+                         nn.Linear(hidden_size, num_labels))
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        """(batch, features) -> (batch, labels); in float32 (batch norm's statistics under bf16 autocast)."""
+        with torch.autocast(pooled.device.type, enabled=False):
+            return super().forward(pooled.float())
+
+
+def head_description(head: nn.Module) -> str:
+    """"Linear 384->2", or "BatchNorm, Linear 384->50, ReLU, BatchNorm, Linear 50->2" for :class:`PoolingHead`."""
+    parts = []
+    for layer in (head if isinstance(head, PoolingHead) else [head]):
+        if isinstance(layer, nn.Linear):
+            parts.append(f"Linear {layer.in_features}->{layer.out_features}")
+        elif isinstance(layer, (nn.BatchNorm1d, nn.ReLU)):
+            parts.append("BatchNorm" if isinstance(layer, nn.BatchNorm1d) else "ReLU")
+    return ", ".join(parts)
+
+
 class SentimentClassifier(SummaryMixin, nn.Module):
     """``normalised_embeddings``: the encoder reads frequency-normalised embeddings (Miyato et al. 2017, eq. 1;
     :class:`nlp_rnn.adversarial.NormalisedEmbedding`), as adversarial training wants; ``token_counts`` (vocab,) are
@@ -33,8 +72,13 @@ class SentimentClassifier(SummaryMixin, nn.Module):
         if normalised_embeddings:
             normalise_embedding_(self.encoder, token_counts)
         self.pooling = Pooling(config.pooling, self.encoder.output_size, self.encoder.num_directions)
-        self.dropout = nn.Dropout(config.output_dropout)
-        self.head = nn.Linear(self.pooling.output_size, num_labels)
+        if config.head_hidden_size:  # dropout inside, after its first batch norm
+            self.dropout: nn.Module = nn.Identity()
+            self.head: nn.Module = PoolingHead(self.pooling.output_size, config.head_hidden_size, num_labels,
+                                               config.output_dropout)
+        else:
+            self.dropout = nn.Dropout(config.output_dropout)
+            self.head = nn.Linear(self.pooling.output_size, num_labels)
         initialise_(self, config.init)
 
     def summary_rows(self) -> list[Row]:
@@ -43,8 +87,8 @@ class SentimentClassifier(SummaryMixin, nn.Module):
         return [*encoder_rows(self.encoder),
                 (f"pooling ({self.pooling.kind})", f"(batch, {size})", count_parameters(self.pooling)[0]),
                 ("dropout", f"(batch, {size})", 0),
-                (f"head (Linear {self.head.in_features}->{self.head.out_features})",
-                 f"(batch, {self.head.out_features})", count_parameters(self.head)[0])]
+                (f"head ({head_description(self.head)})", f"(batch, {self.num_labels})",
+                 count_parameters(self.head)[0])]
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """The encoder's groups (embedding, each layer), then pooling and head together: ULMFiT's groups, bottom

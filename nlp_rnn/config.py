@@ -132,6 +132,7 @@ class ModelConfig:
     embedding_dropout: float = _bounded(0.0, 0.0, 0.99)
     pooling: str = _choice("max", "last", "mean", "max", "max_mean", "attention")
     output_dropout: float = _bounded(0.0, 0.0, 0.99)  # on the pooled features, before the head
+    head_hidden_size: int = _bounded(0, 0)  # 0: one linear layer; n: ULMFiT's head, batch norm + n ReLU units
     packed: str = _choice("auto", "auto", "always", "never")  # auto: pack on CUDA (cuDNN), not on CPU
     init: str = _choice("torch", "torch", "keras")  # initial weights (nlp_rnn.initialisation)
     # -- AWD-LSTM's regularisers (Merity et al. 2018; nlp_rnn.dropout), all off in evaluation, no weights of their own

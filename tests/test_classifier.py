@@ -82,3 +82,53 @@ def test_layer_groups_hold_every_parameter_once_bottom_to_top():
     assert names[3] == {n for n in name_of.values() if n.startswith(("pooling.", "head."))}
     assert sum(map(len, groups)) == len(name_of) == len(set().union(*names))
 
+
+
+def test_pooling_head_is_ulmfits_batch_norm_head_and_learns():
+    model = make_model("max_mean", seed=1, head_hidden_size=5, output_dropout=0.2)
+    kinds = [type(layer).__name__ for layer in model.head]
+    assert kinds == ["RowBatchNorm", "Dropout", "Linear", "ReLU", "RowBatchNorm", "Dropout", "Linear"]
+    assert model.head[1].p == 0.2 and model.head[5].p == 0.05
+    assert "BatchNorm, Linear 24->5, ReLU, BatchNorm, Linear 5->3" in model.summary()
+    batch = make_batch([3, 4, 5, 6, 3, 4, 5, 6], seed=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    first = None
+    for _ in range(30):
+        _, loss = model(batch, batch.labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        first = loss.item() if first is None else first
+    assert loss.item() < 0.25 * first
+    assert model.head[0].num_batches_tracked.item() == 30  # batch statistics while training ...
+    with torch.no_grad():
+        logits, _ = model.eval()(batch)  # ... the running ones in evaluation
+    assert torch.equal(logits.argmax(-1), batch.labels)
+
+
+def test_pooling_head_trains_on_a_batch_of_one_row_and_is_batch_invariant_in_evaluation():
+    model = make_model("max", head_hidden_size=4)
+    one = make_batch([5])
+    running = model.head[0].running_mean.clone()
+    _, loss = model(one, one.labels)  # plain BatchNorm1d raises "Expected more than 1 value per channel"
+    loss.backward()
+    assert torch.isfinite(loss) and model.head[2].weight.grad is not None
+    torch.testing.assert_close(model.head[0].running_mean, running)  # one row leaves the statistics alone
+    model(make_batch([3, 7]), None)
+    assert not torch.equal(model.head[0].running_mean, running)
+    model.eval()
+    batch = make_batch([3, 7, 1, 5])
+    with torch.no_grad():
+        batched, _ = model(batch)
+        alone, _ = model(Collator()([{"input_ids": batch.input_ids[1, :7].tolist()}]))
+    torch.testing.assert_close(batched[1], alone[0], atol=1e-5, rtol=0)
+
+
+def test_pooling_head_runs_in_float32_under_bf16_autocast():
+    model = make_model("max_mean", head_hidden_size=4)
+    batch = make_batch([3, 4, 5])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(batch, batch.labels)
+    assert logits.dtype == torch.float32
+    loss.backward()
+    assert model.head[0].weight.grad is not None

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import nlp_rnn
+from nlp_rnn.batching import Collator
 from nlp_rnn.classifier import SentimentClassifier
 from nlp_rnn.cli import main
 from nlp_rnn.config import ModelConfig, TranslatorConfig, config_from_dict
@@ -44,6 +45,22 @@ def test_classifier_graph_matches_pytorch(tmp_path, cell, pooling, layers):
     config = ModelConfig(cell=cell, embedding_dim=8, hidden_size=6, num_layers=layers, pooling=pooling)
     model = SentimentClassifier(config, vocab_size=50, num_labels=3).eval()
     (path,) = export_classifier(model, tmp_path)
+    session = onnxruntime.InferenceSession(str(path))
+    for seed, (batch, length) in enumerate(SHAPES):
+        ids, lengths = random_ids(batch, length, 50, seed)
+        (logits,) = session.run(None, {"input_ids": ids.numpy(), "lengths": lengths.numpy()})
+        with torch.no_grad():
+            expected = model.head(model.pooling(model.encoder(ids, lengths))[0])
+        np.testing.assert_allclose(logits, expected.numpy(), atol=1e-5)
+
+
+def test_classifier_graph_with_ulmfits_batch_norm_head_matches_pytorch(tmp_path):
+    torch.manual_seed(0)
+    config = ModelConfig(embedding_dim=8, hidden_size=6, pooling="max_mean", head_hidden_size=4)
+    model = SentimentClassifier(config, vocab_size=50, num_labels=2)
+    model(Collator()([{"input_ids": random_ids(1, 9, 50, seed)[0][0].tolist()} for seed in range(6)]))
+    assert model.head[0].num_batches_tracked.item() == 1  # running statistics of its own, not 0 and 1
+    (path,) = export_classifier(model.eval(), tmp_path)
     session = onnxruntime.InferenceSession(str(path))
     for seed, (batch, length) in enumerate(SHAPES):
         ids, lengths = random_ids(batch, length, 50, seed)
