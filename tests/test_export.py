@@ -38,13 +38,8 @@ def random_ids(batch, length, vocab, seed):
     return ids * (torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)), lengths
 
 
-@pytest.mark.parametrize("cell,pooling,layers", [("lstm", "max_mean", 1), ("gru", "attention", 2),
-                                                 ("rnn", "last", 1), ("lstm", "mean", 2)])
-def test_classifier_graph_matches_pytorch(tmp_path, cell, pooling, layers):
-    torch.manual_seed(0)
-    config = ModelConfig(cell=cell, embedding_dim=8, hidden_size=6, num_layers=layers, pooling=pooling)
-    model = SentimentClassifier(config, vocab_size=50, num_labels=3).eval()
-    (path,) = export_classifier(model, tmp_path)
+def assert_classifier_graph_matches(path, model: SentimentClassifier) -> None:
+    """The ONNX graph at ``path`` gives the model's logits (vocabulary 50) for every shape in SHAPES."""
     session = onnxruntime.InferenceSession(str(path))
     for seed, (batch, length) in enumerate(SHAPES):
         ids, lengths = random_ids(batch, length, 50, seed)
@@ -52,6 +47,16 @@ def test_classifier_graph_matches_pytorch(tmp_path, cell, pooling, layers):
         with torch.no_grad():
             expected = model.head(model.pooling(model.encoder(ids, lengths))[0])
         np.testing.assert_allclose(logits, expected.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("cell,pooling,layers", [("lstm", "max_mean", 1), ("gru", "attention", 2),
+                                                 ("rnn", "last", 1), ("lstm", "mean", 2)])
+def test_classifier_graph_matches_pytorch(tmp_path, cell, pooling, layers):
+    torch.manual_seed(0)
+    config = ModelConfig(cell=cell, embedding_dim=8, hidden_size=6, num_layers=layers, pooling=pooling)
+    model = SentimentClassifier(config, vocab_size=50, num_labels=3).eval()
+    (path,) = export_classifier(model, tmp_path)
+    assert_classifier_graph_matches(path, model)
 
 
 def test_classifier_graph_with_ulmfits_batch_norm_head_matches_pytorch(tmp_path):
@@ -61,13 +66,7 @@ def test_classifier_graph_with_ulmfits_batch_norm_head_matches_pytorch(tmp_path)
     model(Collator()([{"input_ids": random_ids(1, 9, 50, seed)[0][0].tolist()} for seed in range(6)]))
     assert model.head[0].num_batches_tracked.item() == 1  # running statistics of its own, not 0 and 1
     (path,) = export_classifier(model.eval(), tmp_path)
-    session = onnxruntime.InferenceSession(str(path))
-    for seed, (batch, length) in enumerate(SHAPES):
-        ids, lengths = random_ids(batch, length, 50, seed)
-        (logits,) = session.run(None, {"input_ids": ids.numpy(), "lengths": lengths.numpy()})
-        with torch.no_grad():
-            expected = model.head(model.pooling(model.encoder(ids, lengths))[0])
-        np.testing.assert_allclose(logits, expected.numpy(), atol=1e-5)
+    assert_classifier_graph_matches(path, model)
 
 
 def test_a_python_loop_cell_is_refused(tmp_path):
