@@ -24,11 +24,13 @@ class Batch:
     lengths: Tensor  # (batch,) int64, always on the CPU
     mask: Tensor  # (batch, max_len) bool, True at real tokens
     labels: Tensor | None = None  # (batch,) int64
+    # the same rows read by other tokenizers or truncations (a classifier ensemble whose members read differently)
+    views: tuple[Batch, ...] = ()
 
     def to(self, device: torch.device | str) -> Batch:
         labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
         return Batch(self.input_ids.to(device, non_blocking=True), self.lengths,
-                     self.mask.to(device, non_blocking=True), labels)
+                     self.mask.to(device, non_blocking=True), labels, tuple(view.to(device) for view in self.views))
 
     @property
     def num_tokens(self) -> int:
@@ -73,15 +75,20 @@ class PairBatch:
 
 class EncodedDataset(Dataset):
     """Token id lists with optional integer labels: Python lists, or the columns of a cached Arrow split
-    (:mod:`nlp_rnn.encoded`) with its ``lengths`` column, so ``lengths()`` makes no pass over the ids."""
+    (:mod:`nlp_rnn.encoded`) with its ``lengths`` column, so ``lengths()`` makes no pass over the ids.
+    ``views``: per row, the same text's ids as other readers read it (:attr:`Batch.views`); lengths and
+    bucketing follow ``input_ids``."""
 
     def __init__(self, input_ids: Sequence[Sequence[int]], labels: Sequence[int] | None = None,
-                 lengths: Sequence[int] | None = None) -> None:
+                 lengths: Sequence[int] | None = None, views: Sequence[Sequence[Sequence[int]]] | None = None) -> None:
         if labels is not None and len(labels) != len(input_ids):
             raise ValueError("input_ids and labels differ in length")
+        if views is not None and len(views) != len(input_ids):
+            raise ValueError("input_ids and views differ in length")
         self.input_ids = input_ids
         self.labels = labels
         self.row_lengths = lengths
+        self.views = views
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -90,6 +97,8 @@ class EncodedDataset(Dataset):
         item = {"input_ids": self.input_ids[index]}
         if self.labels is not None:
             item["label"] = self.labels[index]
+        if self.views is not None:
+            item["views"] = self.views[index]
         return item
 
     def lengths(self) -> list[int]:
@@ -103,7 +112,8 @@ def _as_list(values: Sequence[int]) -> list[int]:
 
 
 class Collator:
-    """Pad a list of ``{"input_ids": [...], "label": int}`` into a :class:`Batch`."""
+    """Pad a list of ``{"input_ids": [...], "label": int}`` (and ``"views": [[...], ...]``, other readings of
+    the same text, each padded as a batch of its own) into a :class:`Batch`."""
 
     def __init__(self, pad_id: int = 0) -> None:
         self.pad_id = pad_id
@@ -113,7 +123,11 @@ class Collator:
         labels = None
         if examples and "label" in examples[0]:
             labels = torch.tensor([e["label"] for e in examples], dtype=torch.long)
-        return Batch(input_ids, lengths, mask, labels)
+        views = ()
+        if examples and "views" in examples[0]:
+            views = tuple(Batch(*pad([e["views"][view] for e in examples], self.pad_id))
+                          for view in range(len(examples[0]["views"])))
+        return Batch(input_ids, lengths, mask, labels, views)
 
 
 class PairDataset(Dataset):

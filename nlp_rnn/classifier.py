@@ -146,24 +146,36 @@ class SentimentClassifier(SummaryMixin, nn.Module):
 
 
 class ClassifierEnsemble(nn.Module):
-    """Trained classifiers of one label set that read the same token ids, as one model (``--ensemble``).
+    """Trained classifiers of one label set, as one model (``--ensemble``).
 
     Its "logits" are the log of the mean of the members' calibrated probabilities, softmax(logits_k / T_k) with
     each member's own temperature (a mixture, as the translation and tagging ensembles combine their members), so
     a softmax of them is that mean and the ensemble needs no temperature of its own. Forward and backward models
-    (ULMFiT's ensemble), several seeds, or differently regularised runs all combine this way."""
+    (ULMFiT's ensemble), several seeds, or differently regularised runs all combine this way; ``views`` lets
+    members that tokenize differently (a model trained from scratch beside one fine-tuned from a language model)
+    each read the batch's view encoded their way (:attr:`nlp_rnn.batching.Batch.views`)."""
 
-    def __init__(self, members: list[SentimentClassifier], temperatures: list[float]) -> None:
+    def __init__(self, members: list[SentimentClassifier], temperatures: list[float],
+                 views: list[int] | None = None) -> None:
         super().__init__()
-        if len(members) != len(temperatures):
-            raise ValueError("one temperature per member")
+        views = list(views) if views is not None else [0] * len(members)
+        if not len(members) == len(temperatures) == len(views):
+            raise ValueError("one temperature and one view per member")
         self.members = nn.ModuleList(members)
         self.temperatures = list(temperatures)
+        self.views = views  # member k reads the batch's ids (0) or batch.views[k - 1] (another tokenizer's)
         self.num_labels = members[0].num_labels
+
+    def _read(self, batch: Batch, member: int) -> Batch:
+        view = self.views[member]
+        if view and len(batch.views) < view:
+            raise ValueError(f"member {member} reads view {view}; the batch has {len(batch.views)} views")
+        return batch.views[view - 1] if view else batch
 
     def forward(self, batch: Batch, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """-> log of the members' mean probabilities (batch, num_labels) and, given targets, their mean NLL."""
-        log_probs = mixture_log_probs([member(batch)[0] for member in self.members], self.temperatures)
+        log_probs = mixture_log_probs([member(self._read(batch, k))[0] for k, member in enumerate(self.members)],
+                                      self.temperatures)
         if targets is None:
             return log_probs, None
         return log_probs, F.nll_loss(log_probs, targets)
@@ -173,6 +185,16 @@ class ClassifierEnsemble(nn.Module):
         is explained by gradient x input."""
         return self(batch)[0], None
 
-    def gradient_x_input(self, batch: Batch, labels: Tensor) -> Tensor:
-        """The members' mean gradient x input toward ``labels`` (each on its own embeddings), (batch, len)."""
-        return torch.stack([member.gradient_x_input(batch, labels) for member in self.members]).mean(0)
+    def gradient_x_input(self, batch: Batch, labels: Tensor, projections: list[Tensor] | None = None) -> Tensor:
+        """The members' mean gradient x input toward ``labels`` (each on its own embeddings) over the batch's
+        tokens, (batch, len). A member reading view v > 0 scores that view's tokens; ``projections[v - 1]``
+        (batch, len_v, len) carries its scores onto the batch's tokens."""
+        scores = []
+        for k, member in enumerate(self.members):
+            own = member.gradient_x_input(self._read(batch, k), labels)  # (batch, len of its view)
+            if self.views[k]:
+                if projections is None or len(projections) < self.views[k]:
+                    raise ValueError("members that read another view need its projection onto the batch's tokens")
+                own = torch.bmm(own.unsqueeze(1), projections[self.views[k] - 1]).squeeze(1)
+            scores.append(own)
+        return torch.stack(scores).mean(0)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import datasets
 import torch
@@ -61,19 +62,25 @@ class SentimentPredictor:
         self.temperature = self.task.temperature
 
     def encode(self, texts: list[str]) -> list[list[int]]:
+        """The texts' ids as the model reads them (an ensemble's members that read otherwise: :meth:`dataset`)."""
+        return self.dataset(texts).input_ids
+
+    def dataset(self, texts: list[str]) -> EncodedDataset:
+        """The texts encoded by every reading of the model (:class:`Reading`); one clear error for a text
+        that has no tokens."""
         if isinstance(texts, str):
             raise TypeError("predict takes a list of texts; wrap a single text in a list")
-        data = self.config.data
-        ids = encode_texts(self.tokenizer, [str(t) for t in texts], data.max_length, data.truncation,
-                           data.head_fraction)
-        require_tokens(ids)
-        return ids
+        texts = [str(t) for t in texts]
+        first, *others = [reading.encode(texts) for reading in self.task.readings]
+        for ids in (first, *others):
+            require_tokens(ids)
+        return EncodedDataset(first, views=[list(rows) for rows in zip(*others, strict=True)] if others else None)
 
     def predict_logits(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """(len(texts), num_labels) raw logits (before calibration)."""
         if not texts:
             return torch.empty(0, len(self.labels))
-        dataset = EncodedDataset(self.encode(texts))
+        dataset = self.dataset(texts)
         with torch.inference_mode():
             return predict_logits(self.model, dataset, batch_size, self.device)
 
@@ -92,13 +99,11 @@ class SentimentPredictor:
     def explain(self, text: str) -> Explanation:
         """Which tokens drove the prediction for one text: attention-pooling weights when the model pools
         with attention, else gradient x input toward the predicted label. Spans index into ``text``."""
-        data = self.config.data
-        encoding = self.tokenizer.encode(str(text), add_special_tokens=False)
-        kept = truncate(list(range(len(encoding.ids))), data.max_length, data.truncation, data.head_fraction)
-        if not kept:
+        (ids, tokens, spans, truncated), *others = [reading.tokens(str(text)) for reading in self.task.readings]
+        if not ids or not all(other[0] for other in others):
             raise NlpRnnError("the text has no tokens (empty or whitespace only)")
-        ids = [encoding.ids[i] for i in kept]
-        batch = Collator(PAD_ID)([{"input_ids": ids}]).to(self.device)
+        example = {"input_ids": ids, **({"views": [other[0] for other in others]} if others else {})}
+        batch = Collator(PAD_ID)([example]).to(self.device)
         model = self.explain_model
         with torch.inference_mode():
             logits, weights = model.logits_and_weights(batch)
@@ -108,13 +113,77 @@ class SentimentPredictor:
             method, scores = "attention", weights[0]
         else:
             labels = torch.tensor([best], device=self.device)
-            method, scores = "gradient x input", model.gradient_x_input(batch, labels)[0]
+            # members that tokenize otherwise: their token scores shared out over these tokens by character
+            projections = [span_projection(other[2], spans).unsqueeze(0).to(self.device) for other in others]
+            extra = (projections,) if projections else ()  # only an ensemble of several readings takes them
+            method, scores = "gradient x input", model.gradient_x_input(batch, labels, *extra)[0]
         row = probabilities.tolist()
         return Explanation(
             prediction=Prediction(label=self.labels[best], score=row[best],
                                   scores=dict(zip(self.labels, row, strict=True))),
-            method=method, tokens=[encoding.tokens[i] for i in kept], scores=scores.float().tolist(),
-            spans=[encoding.offsets[i] for i in kept], truncated=len(kept) < len(encoding.ids))
+            method=method, tokens=tokens, scores=scores.float().tolist(), spans=spans, truncated=truncated)
+
+
+class Reading(NamedTuple):
+    """How a classifier turns text into ids: its tokenizer and its truncation. Members of an ensemble may read
+    differently (one trained from scratch, one fine-tuned from a language model with its tokenizer)."""
+
+    tokenizer: Tokenizer
+    max_length: int
+    truncation: str
+    head_fraction: float
+
+    @classmethod
+    def of(cls, task: ClassificationTask) -> Reading:
+        data = task.config.data
+        return cls(task.tokenizer, data.max_length, data.truncation, data.head_fraction)
+
+    def key(self) -> tuple:
+        return self.tokenizer.to_str(), self.max_length, self.truncation, self.head_fraction
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return encode_texts(self.tokenizer, texts, self.max_length, self.truncation, self.head_fraction)
+
+    def tokens(self, text: str) -> tuple[list[int], list[str], list[tuple[int, int]], bool]:
+        """One text's kept ids, their tokens and character spans, and whether truncation cut it."""
+        encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        kept = truncate(list(range(len(encoding.ids))), self.max_length, self.truncation, self.head_fraction)
+        return ([encoding.ids[i] for i in kept], [encoding.tokens[i] for i in kept],
+                [encoding.offsets[i] for i in kept], len(kept) < len(encoding.ids))
+
+
+def span_projection(spans: Sequence[tuple[int, int]], onto: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """(len(spans), len(onto)): each token's share of every ``onto`` token, by the characters they share, each
+    row summing to 1 (0 for a token that shares none): carries per-token scores from one tokenization to another."""
+    projection = torch.zeros(len(spans), len(onto))
+    for row, (start, end) in enumerate(spans):
+        for column, (other_start, other_end) in enumerate(onto):
+            projection[row, column] = max(0, min(end, other_end) - max(start, other_start))
+    total = projection.sum(1, keepdim=True)
+    return torch.where(total > 0, projection / total.clamp_min(1), projection)
+
+
+def encode_readings(split, readings: Sequence[Reading], config: Config) -> EncodedDataset:
+    """Each text read by every reading: the first's ids as ``input_ids`` (lengths, bucketing), the others' as
+    ``views``; a text left out when any reading finds no token in it. Cached like every encoded split."""
+    data = config.data
+    features = datasets.Features({"input_ids": IDS, "length": LENGTH, "views": datasets.Sequence(IDS),
+                                  "label": split.features[data.label_column]})
+    settings = [reading.key()[1:] for reading in readings]
+    encoded = encode_split(split, partial(_encode_readings_batch, readings=readings, data=data), features, data,
+                           [reading.tokenizer for reading in readings], options={"readings": settings})
+    if len(encoded) < len(split):
+        log.info("left out %d of %d texts with no tokens", len(split) - len(encoded), len(split))
+    return EncodedDataset(encoded.column("input_ids"), encoded.column("label"), encoded.ints("length"),
+                          encoded.column("views"))
+
+
+def _encode_readings_batch(batch: dict[str, list], readings: Sequence[Reading], data: DataConfig) -> dict[str, list]:
+    first, *others = [reading.encode(batch[data.text_column]) for reading in readings]
+    keep = [i for i, row in enumerate(first) if row and all(other[i] for other in others)]
+    return {"input_ids": [first[i] for i in keep], "length": [len(first[i]) for i in keep],
+            "views": [[other[i] for other in others] for i in keep],
+            "label": [batch[data.label_column][i] for i in keep]}
 
 
 def encode_classification(split, tokenizer: Tokenizer, config: Config) -> EncodedDataset:
@@ -197,7 +266,16 @@ class ClassificationTask(Task):
     def collate(self) -> Collator:
         return Collator(PAD_ID)
 
+    # how the model reads text: one reading, or an ensemble's several (``ensemble``)
+    other_readings: tuple[Reading, ...] = ()
+
+    @property
+    def readings(self) -> list[Reading]:
+        return [Reading.of(self), *self.other_readings]
+
     def encode(self, split: datasets.Dataset) -> EncodedDataset:
+        if self.other_readings:
+            return encode_readings(split, self.readings, self.config)
         return encode_classification(split, self.tokenizer, self.config)
 
     # -- adversarial and virtual adversarial training (issue 19, nlp_rnn.adversarial) ---------------------------
@@ -248,22 +326,20 @@ class ClassificationTask(Task):
 
     @classmethod
     def ensemble(cls, members: list[tuple[ClassificationTask, nn.Module]]) -> tuple[ClassificationTask, nn.Module]:
-        """Classifiers of one label set that read one tokenizer's ids (:class:`ClassifierEnsemble`: the mean of
-        their calibrated probabilities; runs fine-tuned from one language model, or trained with the same
-        ``tokenizer:`` settings on the same data, share it). The first run's config is the ensemble's."""
+        """Classifiers of one label set (:class:`ClassifierEnsemble`: the mean of their calibrated probabilities).
+        Each member reads the text as it was trained to, with its own tokenizer and truncation; members that read
+        alike share one encoding. The first run's config (data, labels) is the ensemble's."""
         first = members[0][0]
-        problems = []
-        for number, (task, _) in enumerate(members[1:], start=2):
-            if task.label_names != first.label_names:
-                problems.append(f"run {number}'s labels {task.label_names} differ from {first.label_names}")
-            if task.tokenizer.to_str() != first.tokenizer.to_str():
-                problems.append(f"run {number}'s tokenizer differs from the first run's")
+        problems = [f"run {number}'s labels {task.label_names} differ from {first.label_names}"
+                    for number, (task, _) in enumerate(members[1:], start=2) if task.label_names != first.label_names]
         if problems:
-            raise NlpRnnError("these runs cannot form an ensemble (its members read one batch of token ids: "
-                              "fine-tune them from one language model, or train them with the same tokenizer: "
-                              "settings on the same data): " + "; ".join(problems))
+            raise NlpRnnError("these runs cannot form an ensemble: " + "; ".join(problems))
+        readings: dict[tuple, int] = {}  # reading key -> its view (0: the first member's)
+        views = [readings.setdefault(Reading.of(task).key(), len(readings)) for task, _ in members]
         task = cls(first.config, first.tokenizers, {**first.meta, "ensemble": len(members)})
-        return task, ClassifierEnsemble([model for _, model in members], [t.temperature for t, _ in members])
+        by_view = {view: Reading.of(member) for (member, _), view in zip(members, views, strict=True)}
+        task.other_readings = tuple(by_view[view] for view in range(1, len(readings)))
+        return task, ClassifierEnsemble([model for _, model in members], [t.temperature for t, _ in members], views)
 
     def evaluate(self, model: nn.Module, data: EncodedDataset, device: torch.device, batch_size: int,
                  beam_size: int | None = None) -> dict[str, Any]:
