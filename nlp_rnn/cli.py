@@ -24,8 +24,8 @@ PLUGIN_HELP = ("import a module first (a dotted name, found from the current dir
                "registers tasks or cells (repeatable); train records it in the run's config.yaml, so evaluate, "
                "predict and nlp_rnn.load import it again")
 ENSEMBLE_HELP = ("more run folders of the same task (comma-separated) that predict together with RUN_DIR: the "
-                 "mean of their calibrated class probabilities (classification: the same tokenizer), of their tag "
-                 "probabilities (tagging), or of their next-token probabilities at every greedy or "
+                 "mean of their calibrated class probabilities (classification: each reads with its own tokenizer), "
+                 "of their tag probabilities (tagging), or of their next-token probabilities at every greedy or "
                  "beam search step (translation: the same tokenizers)")
 DEVICE_HELP = "where the model runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N, mps"
 
