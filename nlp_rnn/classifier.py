@@ -51,8 +51,10 @@ def head_description(head: nn.Module) -> str:
     for layer in (head if isinstance(head, PoolingHead) else [head]):
         if isinstance(layer, nn.Linear):
             parts.append(f"Linear {layer.in_features}->{layer.out_features}")
-        elif isinstance(layer, (nn.BatchNorm1d, nn.ReLU)):
-            parts.append("BatchNorm" if isinstance(layer, nn.BatchNorm1d) else "ReLU")
+        elif isinstance(layer, nn.BatchNorm1d):
+            parts.append("BatchNorm")
+        elif isinstance(layer, nn.ReLU):
+            parts.append("ReLU")
     return ", ".join(parts)
 
 

@@ -155,10 +155,10 @@ class Reading(NamedTuple):
 def span_projection(spans: Sequence[tuple[int, int]], onto: Sequence[tuple[int, int]]) -> torch.Tensor:
     """(len(spans), len(onto)): each token's share of every ``onto`` token, by the characters they share, each
     row summing to 1 (0 for a token that shares none): carries per-token scores from one tokenization to another."""
-    projection = torch.zeros(len(spans), len(onto))
-    for row, (start, end) in enumerate(spans):
-        for column, (other_start, other_end) in enumerate(onto):
-            projection[row, column] = max(0, min(end, other_end) - max(start, other_start))
+    own = torch.tensor(list(spans), dtype=torch.float32).view(-1, 2)  # (len(spans), 2) start, end
+    other = torch.tensor(list(onto), dtype=torch.float32).view(-1, 2)
+    shared = torch.minimum(own[:, 1:], other[:, 1]) - torch.maximum(own[:, :1], other[:, 0])
+    projection = shared.clamp_min(0)  # characters each pair of tokens shares
     total = projection.sum(1, keepdim=True)
     return torch.where(total > 0, projection / total.clamp_min(1), projection)
 
