@@ -2,14 +2,16 @@
 
     NLP_RNN_DATA_DIR=../shared/data/hf python bench/inference.py [--threads 1] [--runtime torch|onnx|both]
         [--precision float32|int8|both] [--model sentiment|translation|both] [--reviews N] [--onnx-dir DIR]
-        [--json OUT]
+        [--sentiment-dir DIR] [--translation-dir DIR] [--json OUT]
 
 The variants: ``torch float32`` is ``nlp_rnn.load(MODEL)``; ``torch int8`` is ``nlp_rnn.load(MODEL, quantize=True)``
 (dynamic int8 LSTM, GRU and Linear); ``onnx float32`` is ``nlp-rnn export MODEL`` run by
 ``nlp_rnn.onnx_inference.load_onnx``; ``onnx int8`` is ``nlp-rnn export MODEL --int8`` (onnxruntime's dynamic int8
-LSTM and Linear; its GRUs stay float32: onnxruntime has no int8 GRU). The ONNX folders are exported into a
-temporary folder, or into --onnx-dir (kept, and reused by the next run). On a CPU, torch float32 is float32
-arithmetic everywhere: prediction does not autocast to bf16 (``nlp_rnn.evaluation.autocast``).
+LSTM and Linear; its GRUs stay float32: onnxruntime has no int8 GRU). MODEL is the shipped one unless
+--sentiment-dir or --translation-dir names another model folder (a packed ensemble: --runtime torch, as ONNX export
+takes one model). The ONNX folders are exported into a temporary folder, or into --onnx-dir (kept, and reused by the
+next run). On a CPU, torch float32 is float32 arithmetic everywhere: prediction does not autocast to bf16
+(``nlp_rnn.evaluation.autocast``).
 
 Latency: one request at a time through each variant's public call (tokenization and search included, as the demo
 calls it): an IMDB test review of at most 400 tokens, and a Multi30k test2016 sentence of 13-17 words translated
@@ -219,8 +221,11 @@ def main() -> None:
     parser.add_argument("--reviews", type=int, default=25000,
                         help="IMDB test reviews for throughput/accuracy, spread evenly over the split")
     parser.add_argument("--sentences", type=int, default=1000, help="test2016 sentences for throughput/BLEU")
+    parser.add_argument("--sentiment-dir", default=MODELS["sentiment"], help="the classifier's model folder")
+    parser.add_argument("--translation-dir", default=MODELS["translation"], help="the translator's model folder")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    MODELS.update(sentiment=args.sentiment_dir, translation=args.translation_dir)
     torch.set_num_threads(args.threads)
     runtimes = RUNTIMES[args.runtime]
     versions = f"torch {torch.__version__}"
