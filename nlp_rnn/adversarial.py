@@ -71,8 +71,21 @@ class NormalisedEmbedding(nn.Embedding):
         return mean, (variance + VARIANCE_FLOOR).sqrt()
 
     def forward(self, input_ids: Tensor) -> Tensor:
-        mean, std = self.statistics()
+        needs_graph = torch.is_grad_enabled() and self.weight.requires_grad
+        mean, std = self.statistics() if needs_graph else self._constant_statistics()
         return (super().forward(input_ids) - mean) / std  # (batch, len, emb)
+
+    def _constant_statistics(self) -> tuple[Tensor, Tensor]:
+        """:meth:`statistics` where no gradient needs them (prediction, evaluation, a frozen table), computed once
+        per version of the table: a pass over all of it costs more than the rest of a short review's forward."""
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype, self.token_counts.data_ptr(),
+               self.token_counts._version)
+        cached = self.__dict__.get("_statistics_cache")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, self.statistics())
+            self.__dict__["_statistics_cache"] = cached
+        return cached[1]
 
 
 def count_tokens(rows: Sequence[Sequence[int]], vocab_size: int) -> Tensor:

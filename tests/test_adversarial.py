@@ -284,3 +284,32 @@ def test_a_tiny_imdb_run_with_both_trains_saves_resumes_and_evaluates(tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_examples"] == 32
     assert "virtual adversarial training on the labelled batches and unlabelled split `unsupervised`" in (
         "\n".join(task.card(ckpt.RunFolder(run), json.loads(json.dumps(config.to_dict())), metrics)))
+
+
+def test_prediction_reuses_the_statistics_until_the_table_changes():
+    """Without a gradient the frequency-weighted statistics are computed once per version of the table (they cost
+    more than a short review's forward); a training step, loaded weights or a cast each bring new ones."""
+    torch.manual_seed(0)
+    embedding = NormalisedEmbedding(50, 8, 0, torch.randint(0, 9, (50,)))
+    ids = torch.randint(0, 50, (3, 5))
+
+    def agree() -> bool:  # the cached statistics against the ones computed with the graph
+        with torch.no_grad():
+            cached = embedding(ids)
+        return torch.equal(cached, embedding(ids).detach())
+
+    assert agree()
+    with torch.no_grad():
+        first = embedding(ids)
+    optimizer = torch.optim.SGD(embedding.parameters(), lr=1.0)
+    embedding(ids).square().sum().backward()
+    optimizer.step()
+    assert agree()
+    with torch.no_grad():
+        assert not torch.equal(embedding(ids), first)
+    embedding.load_state_dict({name: value * 2 for name, value in embedding.state_dict().items()})
+    assert agree()
+    embedding.double()
+    with torch.no_grad():
+        assert embedding(ids).dtype == torch.float64
+    assert agree()
