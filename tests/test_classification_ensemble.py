@@ -53,6 +53,14 @@ def test_an_ensemble_evaluates_and_packs_as_its_runs_together(tiny_run, second_r
     assert "An ensemble of 2 runs" in (packed / "README.md").read_text()
     assert main(["evaluate", str(packed), "--split", "test", "--json"]) == 0
     again = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert main(["pack", str(packed), "--card-only"]) == 0
+    capsys.readouterr()  # its "wrote ..." line
+    card = (packed / "README.md").read_text()  # one line per member, how it reads; the ensemble's own scores
+    assert "an ensemble of 2 classifiers" in card and "best epoch None" not in card
+    for number, run in enumerate((tiny_run, second_run)):
+        config = RunFolder(run).read_config()
+        assert f"`{number}-{run.name}`: {config.data.max_length} tokens ({config.data.truncation})" in card
+    assert f"| test | {again['num_examples']:,} | {again['accuracy']:.4f} |" in card
     assert again["accuracy"] == report["accuracy"] and again["loss"] == pytest.approx(report["loss"], abs=1e-6)
     torch.testing.assert_close(nlp_rnn.load(packed).predict_proba(TEXTS),
                                nlp_rnn.load(tiny_run, ensemble=[second_run]).predict_proba(TEXTS), rtol=0, atol=1e-5)

@@ -205,6 +205,25 @@ def test_app_builds_on_the_shipped_models(demo_module):
     assert any(text.startswith("**PER** person · **ORG** organisation") for text in markdown)  # the types' legend
 
 
+def test_the_imdb_ensemble_shipped_beside_the_classifier_serves_on_the_sentiment_tab(demo_module):
+    """``demo/models/sentiment-imdb-ensemble`` (README: issue 19): the shipped classifier and adversarially trained
+    runs as one packed ensemble, scored on test, that the Sentiment tab serves with ``--sentiment``."""
+    folder = MODELS / "sentiment-imdb-ensemble"
+    members = RunFolder(folder).ensemble_members()
+    assert len(members) >= 2 and all((run / "model.safetensors").is_file() for run in members)
+    assert not list(folder.rglob("training_state.pt"))
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) <= 25 * 1024 * 1024
+    assert (folder / "evaluation" / "test" / "metrics.json").is_file()
+    ensemble = nlp_rnn.load(folder)
+    scores, pieces, _ = demo_module.classify(ensemble, "A moving, beautifully acted film; I loved every minute.")
+    assert max(scores, key=scores.get) == demo_module.shown_label("pos") and any(s is not None for _, s in pieces)
+    scores, _, _ = demo_module.classify(ensemble, "Dull, badly written and far too long. A waste of an evening.")
+    assert max(scores, key=scores.get) == demo_module.shown_label("neg")
+    card = demo_module.model_card(ensemble)
+    assert f"An ensemble of {len(members)} runs" in card and "nlp-rnn train" in card
+    assert isinstance(demo_module.build_app(sentiment=folder), gr.Blocks)
+
+
 def test_installed_without_a_checkout_every_folder_is_needed(demo_module, monkeypatch, tiny_run, reversal_run,
                                                             tiny_writer):
     """A wheel ships no models (``MODELS`` is None): the folders not given are one error naming their options."""

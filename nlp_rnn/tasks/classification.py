@@ -422,6 +422,9 @@ class ClassificationTask(Task):
                 f"confusion matrix (rows true, columns predicted {labels}): {report['confusion_matrix']}"]
 
     def card(self, run: ckpt.RunFolder, config: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+        members = run.ensemble_members()
+        if members:
+            return self._ensemble_card(run, config, metrics, members)
         data, model, train = config["data"], config["model"], config["train"]
         direction = "bidirectional " if model["bidirectional"] else ""
         validation_split = f"split {data['validation_split']!r}" if data["validation_split"] else "carved from train"
@@ -441,7 +444,7 @@ class ClassificationTask(Task):
             f"{metrics.get('num_parameters', 0):,} parameters.",
             f"- **Training**: AdamW lr {train['lr']}, {train['schedule']} schedule, batch {train['batch_size']}, "
             f"up to {train['epochs']} epochs, best epoch {metrics.get('best_epoch')} by validation "
-            f"{metrics.get('metric') or self.config.metric}.{self._perturbation_note()}",
+            f"{metrics.get('metric') or self.config.metric}.{_perturbation_note(self.config)}",
             "",
             "| split | examples | accuracy | macro-F1 |",
             "|---|---|---|---|",
@@ -466,22 +469,39 @@ class ClassificationTask(Task):
                       f"{fitted['ece_after']:.4f}."]
         return lines
 
-    def _perturbation_note(self) -> str:
-        """The card's words for adversarial and virtual adversarial training, when the run used them."""
-        train, data = self.config.train, self.config.data
-        parts = []
-        if train.adversarial.on:
-            adversarial = train.adversarial
-            parts.append(f"adversarial training (epsilon {adversarial.epsilon}, weight {adversarial.weight})")
-        if train.virtual_adversarial.on:
-            virtual = train.virtual_adversarial
-            source = f" and unlabelled split `{data.unlabelled_split}`" if data.unlabelled_split else ""
-            parts.append(f"virtual adversarial training on the labelled batches{source} (epsilon {virtual.epsilon}, "
-                         f"xi {virtual.xi}, weight {virtual.weight})")
-        if not parts:
-            return ""
-        return (f" With {' and '.join(parts)} on frequency-normalised embeddings (Miyato, Dai & Goodfellow "
-                "2017).")
+    def _ensemble_card(self, run: ckpt.RunFolder, config: dict[str, Any], metrics: dict[str, Any],
+                       members: list[Path]) -> list[str]:
+        """A packed ensemble's card: the data, one line per member (each reads with its own tokenizer and
+        truncation), then the scores of the ensemble (``evaluation/``)."""
+        data = config["data"]
+        labels = ", ".join(f"`{name}`" for name in self.meta.get("labels") or [])
+        lines = [f"# {self.config.data.source}: an ensemble of {len(members)} classifiers", "",
+                 f"- **Data**: `{self.config.data.source}` (text `{data['text_column']}`, label "
+                 f"`{data['label_column']}`{': ' + labels if labels else ''}), reported on split "
+                 f"`{data['test_split']}`.",
+                 f"- **Prediction**: the mean of the members' calibrated class probabilities; "
+                 f"{metrics.get('num_parameters', 0):,} parameters in all. Each member reads with its own tokenizer "
+                 "and truncation:"]
+        for folder in members:
+            member = ckpt.RunFolder(folder)
+            member_config, member_metrics = member.read_config(), member.read_metrics() or {}
+            model, fitted = member_config.model, ckpt.read_json(member.calibration)
+            direction = "bidirectional " if model.bidirectional else ""
+            temperature = f"temperature {fitted['temperature']:.3f}" if fitted else "uncalibrated"
+            lines.append(
+                f"  - `{folder.name}`: {member_config.data.max_length} tokens ({member_config.data.truncation}), "
+                f"embedding {model.embedding_dim} -> {model.num_layers} x {direction}{model.cell} "
+                f"{model.hidden_size} -> {model.pooling} pooling; best epoch {member_metrics.get('best_epoch')}, "
+                f"{temperature}.{_perturbation_note(member_config)}")
+        lines += ["", "| split | examples | accuracy | macro-F1 |", "|---|---|---|---|"]
+        for folder in sorted(run.evaluation().glob("*")):
+            report = ckpt.read_json(folder / ckpt.METRICS_FILE)
+            if report:
+                named = data["test_split"] if folder.name == "test" else folder.name
+                shown = folder.name if named == folder.name else f"{folder.name} (split `{named}`)"
+                lines.append(f"| {shown} | {report['num_examples']:,} | {report['accuracy']:.4f} | "
+                             f"{report['macro_f1']:.4f} |")
+        return lines
 
     def export_onnx(self, model: nn.Module, out: Path, opset: int) -> list[Path]:
         from nlp_rnn.onnx_graphs import export_classifier
@@ -490,6 +510,23 @@ class ClassificationTask(Task):
 
     def onnx_manifest(self) -> dict[str, Any]:
         return {"labels": self.label_names, "temperature": self.temperature}
+
+
+def _perturbation_note(config) -> str:
+    """A card's words for adversarial and virtual adversarial training, when the run (``config``) used them."""
+    train, data = config.train, config.data
+    parts = []
+    if train.adversarial.on:
+        adversarial = train.adversarial
+        parts.append(f"adversarial training (epsilon {adversarial.epsilon}, weight {adversarial.weight})")
+    if train.virtual_adversarial.on:
+        virtual = train.virtual_adversarial
+        source = f" and unlabelled split `{data.unlabelled_split}`" if data.unlabelled_split else ""
+        parts.append(f"virtual adversarial training on the labelled batches{source} (epsilon {virtual.epsilon}, "
+                     f"xi {virtual.xi}, weight {virtual.weight})")
+    if not parts:
+        return ""
+    return f" With {' and '.join(parts)} on frequency-normalised embeddings (Miyato, Dai & Goodfellow 2017)."
 
 
 def _calibrate_command(args) -> int:
