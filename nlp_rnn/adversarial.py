@@ -55,6 +55,7 @@ class NormalisedEmbedding(nn.Embedding):
         if counts.shape != (num_embeddings,) or bool((counts < 0).any()) or int(counts.sum()) == 0:
             raise ValueError(f"token_counts must be {num_embeddings} non-negative counts, not all zero")
         self.register_buffer("token_counts", counts)
+        self._statistics_cache: tuple | None = None  # (the table's version, its statistics): _constant_statistics
 
     @classmethod
     def wrapping(cls, embedding: nn.Embedding, token_counts: Tensor | None = None) -> NormalisedEmbedding:
@@ -80,12 +81,10 @@ class NormalisedEmbedding(nn.Embedding):
         per version of the table: a pass over all of it costs more than the rest of a short review's forward."""
         key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype, self.token_counts.data_ptr(),
                self.token_counts._version)
-        cached = self.__dict__.get("_statistics_cache")
-        if cached is None or cached[0] != key:
+        if self._statistics_cache is None or self._statistics_cache[0] != key:
             with torch.no_grad():
-                cached = (key, self.statistics())
-            self.__dict__["_statistics_cache"] = cached
-        return cached[1]
+                self._statistics_cache = (key, self.statistics())
+        return self._statistics_cache[1]
 
 
 def count_tokens(rows: Sequence[Sequence[int]], vocab_size: int) -> Tensor:

@@ -453,13 +453,7 @@ class ClassificationTask(Task):
         if validation:
             count = sum(map(sum, validation["confusion_matrix"]))
             lines.append(f"| validation | {count:,} | {validation['accuracy']:.4f} | {validation['macro_f1']:.4f} |")
-        for folder in sorted(run.evaluation().glob("*")):
-            report = ckpt.read_json(folder / ckpt.METRICS_FILE)
-            if report:
-                named = data["test_split"] if folder.name == "test" else folder.name  # the dataset's own split name
-                shown = folder.name if named == folder.name else f"{folder.name} (split `{named}`)"
-                lines.append(f"| {shown} | {report['num_examples']:,} | {report['accuracy']:.4f} | "
-                             f"{report['macro_f1']:.4f} |")
+        lines += _evaluation_rows(run, data["test_split"])
         fitted = ckpt.read_json(run.calibration)
         if fitted:
             lines += ["", f"Probabilities are calibrated (temperature scaling, Guo et al. 2017): softmax(logits / "
@@ -493,15 +487,8 @@ class ClassificationTask(Task):
                 f"embedding {model.embedding_dim} -> {model.num_layers} x {direction}{model.cell} "
                 f"{model.hidden_size} -> {model.pooling} pooling; best epoch {member_metrics.get('best_epoch')}, "
                 f"{temperature}.{_perturbation_note(member_config)}")
-        lines += ["", "| split | examples | accuracy | macro-F1 |", "|---|---|---|---|"]
-        for folder in sorted(run.evaluation().glob("*")):
-            report = ckpt.read_json(folder / ckpt.METRICS_FILE)
-            if report:
-                named = data["test_split"] if folder.name == "test" else folder.name
-                shown = folder.name if named == folder.name else f"{folder.name} (split `{named}`)"
-                lines.append(f"| {shown} | {report['num_examples']:,} | {report['accuracy']:.4f} | "
-                             f"{report['macro_f1']:.4f} |")
-        return lines
+        return [*lines, "", "| split | examples | accuracy | macro-F1 |", "|---|---|---|---|",
+                *_evaluation_rows(run, data["test_split"])]
 
     def export_onnx(self, model: nn.Module, out: Path, opset: int) -> list[Path]:
         from nlp_rnn.onnx_graphs import export_classifier
@@ -510,6 +497,19 @@ class ClassificationTask(Task):
 
     def onnx_manifest(self) -> dict[str, Any]:
         return {"labels": self.label_names, "temperature": self.temperature}
+
+
+def _evaluation_rows(run: ckpt.RunFolder, test_split: str) -> list[str]:
+    """A card's score rows for each split the folder was evaluated on (``evaluation/``)."""
+    rows = []
+    for folder in sorted(run.evaluation().glob("*")):
+        report = ckpt.read_json(folder / ckpt.METRICS_FILE)
+        if report:
+            named = test_split if folder.name == "test" else folder.name  # the dataset's own split name
+            shown = folder.name if named == folder.name else f"{folder.name} (split `{named}`)"
+            rows.append(f"| {shown} | {report['num_examples']:,} | {report['accuracy']:.4f} | "
+                        f"{report['macro_f1']:.4f} |")
+    return rows
 
 
 def _perturbation_note(config) -> str:
