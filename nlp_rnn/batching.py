@@ -23,7 +23,7 @@ class Batch:
     input_ids: Tensor  # (batch, max_len) int64, padded with pad_id
     lengths: Tensor  # (batch,) int64, always on the CPU
     mask: Tensor  # (batch, max_len) bool, True at real tokens
-    labels: Tensor | None = None  # (batch,) int64
+    labels: Tensor | None = None  # (batch,) int64 class ids, or (batch, classes) float32 soft labels
     # the same rows read by other tokenizers or truncations (a classifier ensemble whose members read differently)
     views: tuple[Batch, ...] = ()
 
@@ -74,8 +74,9 @@ class PairBatch:
 
 
 class EncodedDataset(Dataset):
-    """Token id lists with optional integer labels: Python lists, or the columns of a cached Arrow split
-    (:mod:`nlp_rnn.encoded`) with its ``lengths`` column, so ``lengths()`` makes no pass over the ids.
+    """Token id lists with optional labels (class ids, or soft labels: one probability per class): Python lists,
+    or the columns of a cached Arrow split (:mod:`nlp_rnn.encoded`) with its ``lengths`` column, so ``lengths()``
+    makes no pass over the ids.
     ``views``: per row, the same text's ids as other readers read it (:attr:`Batch.views`); lengths and
     bucketing follow ``input_ids``."""
 
@@ -112,8 +113,8 @@ def _as_list(values: Sequence[int]) -> list[int]:
 
 
 class Collator:
-    """Pad a list of ``{"input_ids": [...], "label": int}`` (and ``"views": [[...], ...]``, other readings of
-    the same text, each padded as a batch of its own) into a :class:`Batch`."""
+    """Pad a list of ``{"input_ids": [...], "label": int or [float, ...]}`` (and ``"views": [[...], ...]``, other
+    readings of the same text, each padded as a batch of its own) into a :class:`Batch`."""
 
     def __init__(self, pad_id: int = 0) -> None:
         self.pad_id = pad_id
@@ -121,8 +122,9 @@ class Collator:
     def __call__(self, examples: list[dict]) -> Batch:
         input_ids, lengths, mask = pad([e["input_ids"] for e in examples], self.pad_id)
         labels = None
-        if examples and "label" in examples[0]:
-            labels = torch.tensor([e["label"] for e in examples], dtype=torch.long)
+        if examples and "label" in examples[0]:  # a class id, or a distribution over the classes (a soft label)
+            soft = isinstance(examples[0]["label"], (list, tuple))
+            labels = torch.tensor([e["label"] for e in examples], dtype=torch.float32 if soft else torch.long)
         views = ()
         if examples and "views" in examples[0]:
             views = tuple(Batch(*pad([e["views"][view] for e in examples], self.pad_id))

@@ -206,6 +206,22 @@ class VirtualAdversarialConfig:
         return _positive(self.epsilon) and _positive(self.weight)
 
 
+@dataclass(frozen=True)
+class DistillationConfig:
+    """``train.distillation``: a trained classifier's calibrated probabilities on the unlabelled texts
+    (data.unlabelled_split) as soft labels beside the labelled batches (Hinton et al. 2015; nlp_rnn.distillation)."""
+
+    teacher: str | None = None  # a classifier's run folder or a packed ensemble (of the same labels); null: off
+    weight: float = _bounded(1.0, 0.0)  # the soft cross-entropy's weight beside the labelled cross-entropy
+    temperature: float = _bounded(1.0, 0.0)  # T: the teacher's probabilities softened (> 1) or sharpened (< 1); > 0
+    # rows of the unlabelled batch drawn beside each labelled batch; null: train.batch_size
+    unlabelled_batch_size: int | None = _bounded(None, 1)
+
+    @property
+    def on(self) -> bool:
+        return bool(self.teacher) and _positive(self.weight)
+
+
 def _positive(value: Any) -> bool:
     """A number > 0 (a value of the wrong type, already reported, is not)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
@@ -263,11 +279,18 @@ class TrainConfig:
     # semi-supervised sentiment (issue 19): adversarial and virtual adversarial training (sections above)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     virtual_adversarial: VirtualAdversarialConfig = field(default_factory=VirtualAdversarialConfig)
+    distillation: DistillationConfig = field(default_factory=DistillationConfig)  # a teacher on unlabelled text
 
     @property
     def perturbs_embeddings(self) -> bool:
         """Adversarial or virtual adversarial training is on (the model then normalises its embeddings)."""
         return self.adversarial.on or self.virtual_adversarial.on
+
+    @property
+    def unlabelled_batch_size(self) -> int:
+        """Rows of each unlabelled batch (distillation's setting, else VAT's, else ``batch_size``)."""
+        return ((self.distillation.on and self.distillation.unlabelled_batch_size)
+                or self.virtual_adversarial.unlabelled_batch_size or self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -492,24 +515,34 @@ def _semantic_checks(config: Config, errors: list[str]) -> None:
 
 
 def _check_perturbations(config: Config, task: str | None, errors: list[str]) -> None:
-    """Adversarial and virtual adversarial training (issue 19): only where the task reads them, the unlabelled
-    split only for VAT and never one that is scored."""
+    """Adversarial and virtual adversarial training and distillation (issue 19): only where the task reads them, the
+    unlabelled split only for VAT or distillation and never one that is scored."""
     train, data = config.train, config.data
-    virtual = train.virtual_adversarial
+    virtual, distillation = train.virtual_adversarial, train.distillation
     if isinstance(virtual.xi, float) and virtual.xi == 0:  # < 0: already reported
         errors.append("train.virtual_adversarial.xi: must be > 0 (the power iteration's finite-difference step)")
+    if isinstance(distillation.temperature, float) and distillation.temperature == 0:
+        errors.append("train.distillation.temperature: must be > 0 (1: the teacher's probabilities as they are)")
     unlabelled = data.unlabelled_split if isinstance(data.unlabelled_split, str) else None
     if task is not None and task not in ADVERSARIAL_TASKS:
         for key, on in (("train.adversarial", train.adversarial.on), ("train.virtual_adversarial", virtual.on),
-                        ("data.unlabelled_split", unlabelled)):
+                        ("train.distillation", distillation.on), ("data.unlabelled_split", unlabelled)):
             if on:
                 errors.append(f"{key}: the {task} task does not read it (only: {', '.join(sorted(ADVERSARIAL_TASKS))})")
         return
+    if distillation.on and unlabelled is None:
+        errors.append("train.distillation.teacher: the teacher labels the texts of data.unlabelled_split; set it "
+                      "(IMDB: unsupervised)")
+    if (distillation.on and virtual.on and distillation.unlabelled_batch_size and virtual.unlabelled_batch_size
+            and distillation.unlabelled_batch_size != virtual.unlabelled_batch_size):
+        errors.append("train.distillation.unlabelled_batch_size and train.virtual_adversarial.unlabelled_batch_size "
+                      "differ: both read the same unlabelled batch; set one")
     if unlabelled is None:
         return
-    if not virtual.on:
-        errors.append(f"data.unlabelled_split: {unlabelled!r} is read only by virtual adversarial training: set "
-                      "train.virtual_adversarial.epsilon and .weight > 0, or leave it null")
+    if not virtual.on and not distillation.on:
+        errors.append(f"data.unlabelled_split: {unlabelled!r} is read only by virtual adversarial training or "
+                      "distillation: set train.virtual_adversarial.epsilon and .weight > 0 or "
+                      "train.distillation.teacher, or leave it null")
     scored = {name for split in (data.validation_split, data.test_split) if isinstance(split, str)
               for name in split.split("+")}
     for name in sorted(scored & set(unlabelled.split("+"))):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypedDict
 
 import datasets
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch import nn
@@ -19,6 +20,7 @@ from nlp_rnn.adversarial import UnlabelledStream, count_tokens, perturbed_losses
 from nlp_rnn.batching import Collator, EncodedDataset
 from nlp_rnn.classifier import ClassifierEnsemble, SentimentClassifier
 from nlp_rnn.config import Config, DataConfig, ModelConfig
+from nlp_rnn.distillation import soft_cross_entropy
 from nlp_rnn.encoded import IDS, LENGTH, encode_split
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.evaluation import evaluate_classifier, predict_logits
@@ -204,19 +206,63 @@ def _encode_batch(batch: dict[str, list], tokenizer: Tokenizer, data: DataConfig
             "label": [batch[data.label_column][i] for i in keep]}
 
 
-def encode_unlabelled(split, tokenizer: Tokenizer, config: Config) -> EncodedDataset:
+def encode_unlabelled(split, tokenizer: Tokenizer, config: Config,
+                      soft_labels: np.ndarray | None = None) -> EncodedDataset:
     """Token ids of unlabelled texts (``data.text_column``, truncated as configured; texts with no tokens left
-    out), for virtual adversarial training. Cached like every encoded split."""
-    features = datasets.Features({"input_ids": IDS, "length": LENGTH})
-    encoded = encode_split(split, partial(_encode_texts, tokenizer=tokenizer, data=config.data), features,
-                           config.data, [tokenizer])
-    return EncodedDataset(encoded.column("input_ids"), None, encoded.ints("length"))
+    out), for virtual adversarial training and distillation. ``soft_labels`` (rows of ``split``, classes): a
+    teacher's probabilities, kept as the labels of the rows that stay. Cached like every encoded split."""
+    features = datasets.Features({"input_ids": IDS, "length": LENGTH, "row": datasets.Value("int64")})
+    encoded = encode_split(split, partial(_encode_unlabelled_batch, tokenizer=tokenizer, data=config.data), features,
+                           config.data, [tokenizer], with_indices=True)
+    labels = None if soft_labels is None else soft_labels[encoded.ints("row")].tolist()  # (kept, classes)
+    return EncodedDataset(encoded.column("input_ids"), labels, encoded.ints("length"))
 
 
-def _encode_texts(batch: dict[str, list], tokenizer: Tokenizer, data: DataConfig) -> dict[str, list]:
+def _encode_unlabelled_batch(batch: dict[str, list], indices: list[int], tokenizer: Tokenizer,
+                             data: DataConfig) -> dict[str, list]:
     ids = encode_texts(tokenizer, batch[data.text_column], data.max_length, data.truncation, data.head_fraction)
-    kept = [row for row in ids if row]
-    return {"input_ids": kept, "length": [len(row) for row in kept]}
+    keep = [i for i, row in enumerate(ids) if row]
+    return {"input_ids": [ids[i] for i in keep], "length": [len(ids[i]) for i in keep],
+            "row": [indices[i] for i in keep]}
+
+
+def teacher_probabilities(teacher: str, split: datasets.Dataset, config: Config,
+                          label_names: Sequence[str]) -> np.ndarray:
+    """(rows of ``split``, classes): the calibrated class probabilities of ``teacher`` (a classifier's run folder or
+    a packed ensemble; each member reads as it was trained to) for each text of ``split[data.text_column]``; a text
+    in which the teacher finds no token gets the uniform distribution. Cached (:mod:`nlp_rnn.distillation`)."""
+    from nlp_rnn.distillation import cached_probabilities, teacher_fingerprint
+    from nlp_rnn.encoded import cache_root
+    from nlp_rnn.predictor import load_model
+    from nlp_rnn.runtime import select_device
+
+    where = "train.distillation.teacher"
+    if not Path(teacher).is_dir():
+        raise NlpRnnError(f"{where}: {teacher!r} is not a run folder")
+    folders = ckpt.RunFolder(teacher).runs()
+
+    def score() -> np.ndarray:
+        device = select_device(config.train.device, "train.device")
+        task, model = load_model(teacher, device)
+        if not isinstance(task, ClassificationTask):
+            raise NlpRnnError(f"{where}: {teacher} is a {task.name} run, not a classifier")
+        if list(task.label_names) != list(label_names):
+            raise NlpRnnError(f"{where}: the teacher's labels {task.label_names} differ from the data's "
+                              f"{list(label_names)}")
+        texts = split[config.data.text_column]
+        first, *others = [reading.encode(texts) for reading in task.readings]
+        scored = [i for i, ids in enumerate(first) if ids and all(other[i] for other in others)]
+        dataset = EncodedDataset([first[i] for i in scored], None, None,
+                                 [[other[i] for other in others] for i in scored] if others else None)
+        log.info("distillation: the teacher %s reads %d unlabelled texts", teacher, len(scored))
+        logits = predict_logits(model, dataset, config.train.eval_batch_size, device, amp=False)
+        probabilities = np.full((len(texts), len(label_names)), 1.0 / len(label_names), dtype=np.float32)
+        probabilities[scored] = torch.softmax(logits / task.temperature, dim=-1).numpy()
+        return probabilities
+
+    cache = cache_root(config.data) if split.cache_files else None
+    key = ("teacher", teacher_fingerprint(folders), split._fingerprint, config.data.text_column, list(label_names))
+    return cached_probabilities(cache, key, score)
 
 
 @register_task("classification")
@@ -231,7 +277,8 @@ class ClassificationTask(Task):
     onnx_runner = "classifier"
     layered = True  # embedding, each recurrent layer, the output layers: ULMFiT's groups
     card_hint = "Test metrics: `nlp-rnn evaluate <this folder> --split test` on this folder's own weights."
-    adversarial = True  # train.adversarial, train.virtual_adversarial and data.unlabelled_split (nlp_rnn.adversarial)
+    # train.adversarial, .virtual_adversarial, .distillation, data.unlabelled_split (nlp_rnn.adversarial, .distillation)
+    adversarial = True
 
     @classmethod
     def check_config(cls, config: Config, errors: list[str]) -> None:
@@ -286,7 +333,8 @@ class ClassificationTask(Task):
     @classmethod
     def for_training(cls, config: Config, tokenizers: list[Tokenizer] | None = None) -> tuple[Task, TrainingData]:
         """As every task; with adversarial or virtual adversarial training also the training split's token counts
-        (the frequencies of the normalised embeddings) and the encoded unlabelled split."""
+        (the frequencies of the normalised embeddings), and with VAT or distillation the encoded unlabelled split
+        (with distillation, each text's soft label from the teacher)."""
         task, data = super().for_training(config, tokenizers)
         train = config.train
         if train.perturbs_embeddings:
@@ -294,12 +342,14 @@ class ClassificationTask(Task):
         if config.data.unlabelled_split:
             from nlp_rnn.data import load_unlabelled
 
-            texts = encode_unlabelled(load_unlabelled(config.data, config.data.text_column), task.tokenizer, config)
-            batch_size = train.virtual_adversarial.unlabelled_batch_size or train.batch_size
-            task.unlabelled = UnlabelledStream(texts, batch_size, train.seed, train.bucket_size, PAD_ID,
-                                               distributed.context_from_env())
+            split = load_unlabelled(config.data, config.data.text_column)
+            soft_labels = (teacher_probabilities(train.distillation.teacher, split, config, task.label_names)
+                           if train.distillation.on else None)
+            texts = encode_unlabelled(split, task.tokenizer, config, soft_labels)
+            task.unlabelled = UnlabelledStream(texts, train.unlabelled_batch_size, train.seed, train.bucket_size,
+                                               PAD_ID, distributed.context_from_env())
             log.info("unlabelled: %d texts from split %s, %d per step beside %d labelled", len(texts),
-                     config.data.unlabelled_split, batch_size, train.batch_size)
+                     config.data.unlabelled_split, train.unlabelled_batch_size, train.batch_size)
         return task, data
 
     def build_model(self) -> nn.Module:
@@ -309,16 +359,22 @@ class ClassificationTask(Task):
                                    token_counts=self.token_counts)
 
     def forward(self, model: nn.Module, batch, step: int, total_steps: int) -> tuple[torch.Tensor, int, int]:
-        """The cross-entropy, plus the adversarial and virtual adversarial terms when they are on (the loss
-        logged for training is then their weighted sum, what is minimised)."""
+        """The cross-entropy, plus the adversarial, virtual adversarial and distillation terms when they are on
+        (the loss logged for training is then their weighted sum, what is minimised)."""
         train = self.config.train
+        reads_unlabelled = train.virtual_adversarial.on or train.distillation.on
+        unlabelled = (self.unlabelled.batch(step, batch.input_ids.device)
+                      if self.unlabelled is not None and reads_unlabelled else None)
         if train.perturbs_embeddings:
-            unlabelled = (self.unlabelled.batch(step, batch.input_ids.device)
-                          if self.unlabelled is not None and train.virtual_adversarial.on else None)
-            losses = perturbed_losses(model, batch, train.adversarial, train.virtual_adversarial, unlabelled)
+            losses = perturbed_losses(model, batch, train.adversarial, train.virtual_adversarial,
+                                      unlabelled if train.virtual_adversarial.on else None)
             logits, loss = losses.logits, losses.total
         else:
             logits, loss = model(batch, targets=batch.labels)
+        if train.distillation.on and unlabelled is not None:
+            student_logits, _ = model(unlabelled)  # (unlabelled, classes), with the student's dropout
+            loss = loss + train.distillation.weight * soft_cross_entropy(student_logits, unlabelled.labels,
+                                                                         train.distillation.temperature)
         return loss, int((logits.argmax(-1) == batch.labels).sum()), len(batch.labels)
 
     def layer_groups(self, model: nn.Module) -> list[list[nn.Parameter]]:
@@ -513,7 +569,8 @@ def _evaluation_rows(run: ckpt.RunFolder, test_split: str) -> list[str]:
 
 
 def _perturbation_note(config) -> str:
-    """A card's words for adversarial and virtual adversarial training, when the run (``config``) used them."""
+    """A card's words for adversarial and virtual adversarial training and distillation, when the run (``config``)
+    used them."""
     train, data = config.train, config.data
     parts = []
     if train.adversarial.on:
@@ -524,9 +581,14 @@ def _perturbation_note(config) -> str:
         source = f" and unlabelled split `{data.unlabelled_split}`" if data.unlabelled_split else ""
         parts.append(f"virtual adversarial training on the labelled batches{source} (epsilon {virtual.epsilon}, "
                      f"xi {virtual.xi}, weight {virtual.weight})")
-    if not parts:
-        return ""
-    return f" With {' and '.join(parts)} on frequency-normalised embeddings (Miyato, Dai & Goodfellow 2017)."
+    sentences = ([f" With {' and '.join(parts)} on frequency-normalised embeddings (Miyato, Dai & Goodfellow 2017)."]
+                 if parts else [])
+    if train.distillation.on:
+        distillation = train.distillation
+        sentences.append(f" Distilled from the teacher `{Path(distillation.teacher).name}` on the unlabelled split "
+                         f"`{data.unlabelled_split}` (its calibrated probabilities as soft labels, weight "
+                         f"{distillation.weight}, temperature {distillation.temperature}; Hinton et al. 2015).")
+    return "".join(sentences)
 
 
 def _calibrate_command(args) -> int:
