@@ -206,8 +206,9 @@ def test_app_builds_on_the_shipped_models(demo_module):
 
 
 def test_the_imdb_ensemble_shipped_beside_the_classifier_serves_on_the_sentiment_tab(demo_module):
-    """``demo/models/sentiment-imdb-ensemble`` (README: issue 19): the shipped classifier and adversarially trained
-    runs as one packed ensemble, scored on test, that the Sentiment tab serves with ``--sentiment``."""
+    """``demo/models/sentiment-imdb-ensemble`` (README: issue 19): the from-scratch classifier and adversarially
+    trained runs as one packed ensemble (the shipped classifier's teacher), scored on test, that the Sentiment tab
+    serves with ``--sentiment``."""
     folder = MODELS / "sentiment-imdb-ensemble"
     members = RunFolder(folder).ensemble_members()
     assert len(members) >= 2 and all((run / "model.safetensors").is_file() for run in members)
