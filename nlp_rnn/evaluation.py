@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from nlp_rnn.batching import BucketBatchSampler, Collator, EncodedDataset
 from nlp_rnn.metrics import classification_report
@@ -30,18 +31,22 @@ def training_autocast(device: torch.device, enabled: bool = True) -> torch.autoc
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, dataset: EncodedDataset, batch_size: int, device: torch.device,
-                   amp: bool = True) -> torch.Tensor:
-    """Logits (num_examples, num_labels) in dataset order; batches are sorted by length for speed."""
+                   amp: bool = True, progress: str | None = None) -> torch.Tensor:
+    """Logits (num_examples, num_labels) in dataset order; batches are sorted by length for speed. ``progress``:
+    the description of a progress bar over the examples (none without it)."""
     was_training = model.training
     model.eval()
     sampler = BucketBatchSampler(dataset.lengths(), batch_size, shuffle=False)
     collate = Collator(PAD_ID)
     logits = torch.empty(len(dataset), model.num_labels)
-    for indices in sampler:
-        batch = collate([dataset[i] for i in indices]).to(device)
-        with autocast(device, amp):
-            batch_logits, _ = model(batch)
-        logits[indices] = batch_logits.float().cpu()
+    with tqdm(total=len(dataset), desc=progress, unit="texts", disable=progress is None, dynamic_ncols=True,
+              leave=False) as bar:
+        for indices in sampler:
+            batch = collate([dataset[i] for i in indices]).to(device)
+            with autocast(device, amp):
+                batch_logits, _ = model(batch)
+            logits[indices] = batch_logits.float().cpu()
+            bar.update(len(indices))
     model.train(was_training)
     return logits
 

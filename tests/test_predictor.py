@@ -63,6 +63,16 @@ def test_load_predict_matches_the_trained_model(tiny_run):
     assert torch.allclose((logits / predictor.temperature).softmax(-1), expected, atol=1e-6)  # small batches
 
 
+def test_a_scoring_pass_can_show_its_progress_and_scores_the_same(tiny_run, capsys):
+    predictor = nlp_rnn.load(tiny_run)
+    dataset = EncodedDataset(predictor.encode(TEXTS))
+    quiet = predict_logits(predictor.model, dataset, 2, torch.device("cpu"))
+    assert capsys.readouterr().err == ""
+    shown = predict_logits(predictor.model, dataset, 2, torch.device("cpu"), progress="teacher")
+    assert torch.equal(shown, quiet)
+    assert "teacher" in capsys.readouterr().err
+
+
 def test_predict_is_thread_safe(tiny_run):
     predictor = nlp_rnn.load(tiny_run)
     expected = predictor.predict(TEXTS)

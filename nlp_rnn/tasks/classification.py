@@ -257,7 +257,8 @@ def teacher_probabilities(teacher: str, split: datasets.Dataset, config: Config,
                                  [[other[i] for other in others] for i in scored] if others else None)
         log.info("distillation: the teacher %s reads %d unlabelled texts", teacher, len(scored))
         start = time.perf_counter()
-        logits = predict_logits(model, dataset, config.train.eval_batch_size, device, amp=False)
+        logits = predict_logits(model, dataset, config.train.eval_batch_size, device, amp=False,
+                                progress="teacher" if config.train.progress else None)
         log.info("distillation: scored in %.0f s (cached for later runs)", time.perf_counter() - start)
         probabilities = np.full((len(texts), len(label_names)), 1.0 / len(label_names), dtype=np.float32)
         probabilities[scored] = torch.softmax(logits / task.temperature, dim=-1).numpy()
