@@ -19,7 +19,8 @@ from nlp_rnn.errors import NlpRnnError
 
 # What --resume may change: how the run is executed and which epochs' weights it keeps beside the best
 # (for `nlp-rnn average`), never what it computes on a CPU. They hold for that invocation only.
-RESUME_OVERRIDES = {"train.num_threads", "train.progress", "train.device", "train.keep_epoch_weights"}
+RESUME_OVERRIDES = {"train.num_threads", "train.progress", "train.device", "train.keep_epoch_weights",
+                    "train.keep_freed_memory"}
 PLUGIN_HELP = ("import a module first (a dotted name, found from the current directory, or a .py file) that "
                "registers tasks or cells (repeatable); train records it in the run's config.yaml, so evaluate, "
                "predict and nlp_rnn.load import it again")

@@ -212,8 +212,10 @@ class Trainer:
             torch.set_num_threads(train.num_threads)
         seed_everything(train.seed)
         self.device = runtime.select_device(train.device, "train.device")
-        if self.device.type == "cpu" and train.keep_freed_memory:
-            runtime.keep_freed_memory()
+        # malloc keeps freed memory for the next step; its free pages go back to the kernel whenever the process
+        # has grown by RELEASE_MARGIN (runtime: where batch shapes vary widely, malloc may not reuse what it kept)
+        keeps = self.device.type == "cpu" and train.keep_freed_memory and runtime.keep_freed_memory()
+        self._release_above = runtime.resident_bytes() + runtime.RELEASE_MARGIN if keeps else None
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
@@ -475,6 +477,9 @@ class Trainer:
             self._report_step(epoch, window, grad_norm, bar)
             if progress["step"] % train.checkpoint_every == 0:
                 self._save_state()
+            if self._release_above is not None and runtime.resident_bytes() > self._release_above:
+                runtime.release_freed_memory()
+                self._release_above = runtime.resident_bytes() + runtime.RELEASE_MARGIN
             if self.on_step is not None:
                 self.on_step(progress["step"])
         bar.close()

@@ -94,6 +94,34 @@ def test_after_keep_freed_memory_a_large_buffer_lives_in_the_heap_and_stays_ther
 def test_it_is_a_no_op_answer_off_linux(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     assert runtime.keep_freed_memory() is False
+    assert runtime.release_freed_memory() is False
+
+
+# Under keep_freed_memory, free two 64 MiB blocks allocated below a live one (a hole in the heap, as a fragmented
+# heap has) and print the resident memory before and after release_freed_memory.
+RELEASE_PROBE = f"""
+import json
+import torch
+from nlp_rnn import runtime
+from nlp_rnn.runtime import resident_bytes as resident
+
+applied = runtime.keep_freed_memory()
+first, second = torch.empty({BLOCK // 4}).fill_(1.0), torch.empty({BLOCK // 4}).fill_(1.0)
+pinned = torch.empty({MiB // 4}).fill_(1.0)  # above them in the heap: they are not at its top
+del first, second
+kept = resident()
+released = runtime.release_freed_memory()
+print(json.dumps({{"applied": applied, "released": released, "kept": kept, "after": resident(),
+                  "pinned": float(pinned.sum())}}))
+"""
+
+
+@glibc_only
+def test_release_freed_memory_gives_the_kept_free_pages_back_even_inside_the_heap():
+    out = subprocess.run([sys.executable, "-c", RELEASE_PROBE], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["applied"] is True and result["released"] is True
+    assert result["kept"] - result["after"] >= 1.5 * BLOCK, result  # most of the two freed blocks' pages
 
 
 def test_bf16_training_autocast_only_where_the_cpu_computes_in_bf16():

@@ -90,6 +90,20 @@ def test_early_stopping_stops_after_patience(tmp_path):
     assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [1, 2]
 
 
+@pytest.mark.parametrize(("keep", "margin", "releases"), [(True, -1, "every step"), (True, 1 << 50, "never"),
+                                                         (False, -1, "never")])
+def test_malloc_gives_back_its_free_pages_when_the_process_grows_past_the_margin(tmp_path, monkeypatch, keep,
+                                                                                   margin, releases):
+    from nlp_rnn import runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "RELEASE_MARGIN", margin)
+    monkeypatch.setattr(runtime, "release_freed_memory", lambda: calls.append(1) or True)
+    train(tiny_config(train={"epochs": 1, "keep_freed_memory": keep}), tmp_path / "run")
+    steps = log_records(tmp_path / "run", "epoch")[-1]["step"] if releases == "every step" else 0
+    assert len(calls) == steps and (releases == "never" or steps > 0)
+
+
 def log_records(run_dir, kind: str) -> list[dict]:
     records = [json.loads(line) for line in (run_dir / ckpt.LOG_FILE).read_text().splitlines()]
     return [r for r in records if r["kind"] == kind]
