@@ -83,11 +83,18 @@ class DataConfig:
     # $NLP_RNN_CACHE_DIR, else ~/.cache/nlp_rnn. num_proc: processes that encode a split not yet cached.
     cache_dir: str | None = None
     num_proc: int = _bounded(1, 1)
-    # -- unlabelled text for virtual adversarial training (issue 19; classification, nlp_rnn.adversarial) --------
+    # -- unlabelled text for virtual adversarial training and distillation (issue 19; classification) -----------
     # Split(s) read for their text only (IMDB's "unsupervised"; several joined by "+"); null: none. Never the
-    # validation or test split. max_unlabelled_examples: a fixed random sample of that many (smoke tests).
+    # validation or test split. max_unlabelled_examples: a fixed random sample of that many texts.
     unlabelled_split: str | None = None
     max_unlabelled_examples: int | None = _bounded(None, 1)
+    # Where that split is read from: a hub id, a folder or one file (read as split "train"), as `dataset`; null:
+    # `dataset` itself. unlabelled_column: its text column (null: text_column; a text file's is "text").
+    # unlabelled_sentences: each text split into its sentences (a sentence-level task, SST-2, taught on a corpus
+    # of whole reviews; nlp_rnn.data.split_sentences), after max_unlabelled_examples' sample.
+    unlabelled_dataset: str | None = None
+    unlabelled_column: str | None = None
+    unlabelled_sentences: bool = False
 
     @property
     def source(self) -> str:
@@ -538,11 +545,17 @@ def _check_perturbations(config: Config, task: str | None, errors: list[str]) ->
         errors.append("train.distillation.unlabelled_batch_size and train.virtual_adversarial.unlabelled_batch_size "
                       "differ: both read the same unlabelled batch; set one")
     if unlabelled is None:
+        for key in ("unlabelled_dataset", "unlabelled_column", "unlabelled_sentences"):
+            if getattr(data, key):
+                errors.append(f"data.{key}: describes data.unlabelled_split, which is not set (the split to read, "
+                              "e.g. unsupervised; a file is read as split 'train')")
         return
     if not virtual.on and not distillation.on:
         errors.append(f"data.unlabelled_split: {unlabelled!r} is read only by virtual adversarial training or "
                       "distillation: set train.virtual_adversarial.epsilon and .weight > 0 or "
                       "train.distillation.teacher, or leave it null")
+    if data.unlabelled_dataset not in (None, data.dataset):
+        return  # another corpus: none of its splits is scored
     scored = {name for split in (data.validation_split, data.test_split) if isinstance(split, str)
               for name in split.split("+")}
     for name in sorted(scored & set(unlabelled.split("+"))):

@@ -399,23 +399,59 @@ def load_eval_split(config: DataConfig, split: str, task: TaskData,
     return load_splits(config, task, label_names)[split]
 
 
+# Where a sentence ends: after . ! or ? (and a closing quote or bracket) before a space, and at IMDB's "<br />".
+_SENTENCE_BREAK = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+|(?:\s*<br\s*/?>\s*)+")
+
+
+def split_sentences(text: str, min_words: int = 2) -> list[str]:
+    """``text``'s sentences, split at sentence-final punctuation followed by a space and at ``<br />`` tags (a rule,
+    not a parser: "Mr. Smith" breaks in two); pieces of fewer than ``min_words`` words are left out."""
+    pieces = (piece.strip() for piece in _SENTENCE_BREAK.split(text))
+    return [piece for piece in pieces if len(piece.split()) >= min_words]
+
+
+def _sentences_batch(batch: dict[str, list], column: str) -> dict[str, list]:
+    return {column: [sentence for text in batch[column] for sentence in split_sentences(text)]}
+
+
 def load_unlabelled(config: DataConfig, column: str) -> datasets.Dataset:
-    """The text of ``config.unlabelled_split`` (several joined by ``+``) for semi-supervised training: only
-    ``column``, rows with no text dropped, and with ``max_unlabelled_examples`` a fixed random sample of that many.
+    """The text of ``config.unlabelled_split`` (several joined by ``+``) for semi-supervised training, in one column
+    named ``column``: from ``config.unlabelled_dataset`` (its ``unlabelled_column``) when set, else from the
+    labelled dataset (``column``); rows with no text dropped; with ``max_unlabelled_examples`` a fixed random sample
+    of that many; with ``unlabelled_sentences`` each text split into its sentences (:func:`split_sentences`).
     Labels are never read (IMDB's ``unsupervised`` split has -1 in every row)."""
-    raw = _load(config.dataset, config.config_name, config.data_files)
+    own = config.unlabelled_dataset in (None, config.dataset)
+    if own:
+        raw = _load(config.dataset, config.config_name, config.data_files)
+    elif Path(config.unlabelled_dataset).is_file():  # one file of the user's: its rows are split "train"
+        raw = _load(config.unlabelled_dataset, data_files={"train": config.unlabelled_dataset})
+        raw.name = f"data.unlabelled_dataset {config.unlabelled_dataset!r}"
+    else:
+        raw = _load(config.unlabelled_dataset)
+    target, column = column, config.unlabelled_column or column  # the column read, and the one returned
+    key = "data.unlabelled_split" if own and not config.unlabelled_column else "data.unlabelled_column"
     parts = []
     for name in config.unlabelled_split.split("+"):
+        if not own and name not in raw.splits:
+            raise DataError(f"{raw.name} has no split {name!r} (splits: {', '.join(raw.splits)}; "
+                            "data.unlabelled_split)")
         split = _named(raw, name, config)
+        if not own and not config.unlabelled_column and split.column_names == ["text"]:
+            column = "text"  # a text file's one column
         if column not in split.column_names:
             raise DataError(f"{raw.where(name)}: no column {column!r} (columns: {', '.join(split.column_names)}; "
-                            "data.unlabelled_split)")
+                            f"{key})")
         parts.append(split.select_columns([column]))
     split = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     split = _limit(split, config.max_unlabelled_examples, config.split_seed)
+    # (the lambdas as they were: their code is part of the split's fingerprint, which keys cached teacher scores)
     split = split.filter(lambda row: isinstance(row[column], str) and row[column].strip() != "")
+    if config.unlabelled_sentences:
+        split = split.map(_sentences_batch, batched=True, fn_kwargs={"column": column})
     if len(split) == 0:
         raise DataError(f"{raw.where(config.unlabelled_split)}: no text in column {column!r} (data.unlabelled_split)")
-    if config.detokenize_ptb:
+    if config.detokenize_ptb and own:  # the labelled dataset's tokenisation; another corpus is read as it is
         split = split.map(lambda row: {column: detokenize_ptb(row[column])})
+    if column != target:
+        split = split.rename_column(column, target)
     return split

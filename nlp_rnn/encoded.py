@@ -53,6 +53,8 @@ CACHE_VARIABLE = "NLP_RNN_CACHE_DIR"
 FORMAT_VERSION = 1  # bump when what a cache folder holds, or how a key is made, changes
 MANIFEST = "manifest.json"  # written last: a folder without one is not a cache entry
 RUNTIME_OPTIONS = ("cache_dir", "num_proc")  # data: options that do not change what is encoded
+# data: options that change only which unlabelled texts are read, which the split's own fingerprint already says
+SOURCE_OPTIONS = ("unlabelled_dataset", "unlabelled_column", "unlabelled_sentences")
 
 IDS = datasets.Sequence(datasets.Value("int32"))  # the feature of an id column: list<int32>
 LENGTH = datasets.Value("int32")
@@ -79,7 +81,8 @@ def _function_name(function: Callable) -> str:
 
 
 def _data_options(data: DataConfig) -> dict[str, Any]:
-    return {key: value for key, value in dataclasses.asdict(data).items() if key not in RUNTIME_OPTIONS}
+    return {key: value for key, value in dataclasses.asdict(data).items()
+            if key not in RUNTIME_OPTIONS + SOURCE_OPTIONS}
 
 
 def read_column(split: datasets.Dataset, column: str, batch_size: int = 1000) -> Iterator:

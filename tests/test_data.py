@@ -122,3 +122,50 @@ def test_the_unlabelled_split_is_read_for_its_text_only():
         load_unlabelled(DataConfig(dataset="stanfordnlp/imdb", unlabelled_split="unlabeled"), "text")
     with pytest.raises(DataError, match="no column 'review'"):
         load_unlabelled(config, "review")
+
+
+def test_sentences_split_at_final_punctuation_and_line_breaks():
+    from nlp_rnn.data import split_sentences
+
+    assert split_sentences('I loved it. The cast shines!<br /><br />Was it long? "Too long." (Still, see it.) End') == \
+        ["I loved it.", "The cast shines!", "Was it long?", '"Too long."', "(Still, see it.)"]  # "End": one word
+    assert split_sentences("No break here, version 2.0 of it... and on") == ["No break here, version 2.0 of it...",
+                                                                            "and on"]
+    assert split_sentences("One", min_words=1) == ["One"] and split_sentences("  ") == []
+
+
+def test_unlabelled_text_may_come_from_another_corpus_split_into_sentences():
+    from nlp_rnn.data import load_unlabelled
+
+    # SST-2 (sentences, column "sentence") taught on IMDB's unlabelled reviews, read sentence by sentence
+    config = DataConfig(dataset="stanfordnlp/sst2", text_column="sentence", detokenize_ptb=True,
+                        unlabelled_dataset="stanfordnlp/imdb", unlabelled_split="unsupervised",
+                        unlabelled_column="text", unlabelled_sentences=True, max_unlabelled_examples=20)
+    sentences = load_unlabelled(config, "sentence")
+    whole = load_unlabelled(DataConfig(dataset="stanfordnlp/imdb", unlabelled_split="unsupervised",
+                                       max_unlabelled_examples=20), "text")["text"]
+    assert sentences.column_names == ["sentence"] and len(sentences) > 5 * len(whole)
+    for sentence in sentences["sentence"]:  # pieces of the reviews as written (no PTB detokenisation of IMDB)
+        assert len(sentence.split()) >= 2 and "<br" not in sentence
+        assert any(sentence in review for review in whole)
+    assert sentences["sentence"] == load_unlabelled(config, "sentence")["sentence"]  # the same sample each time
+    with pytest.raises(DataError, match="dataset 'stanfordnlp/imdb' has no split 'unlabeled'"):
+        load_unlabelled(DataConfig(dataset="stanfordnlp/sst2", unlabelled_dataset="stanfordnlp/imdb",
+                                   unlabelled_split="unlabeled"), "sentence")
+    with pytest.raises(DataError, match="no column 'review' .*data.unlabelled_column"):
+        load_unlabelled(DataConfig(dataset="stanfordnlp/sst2", unlabelled_dataset="stanfordnlp/imdb",
+                                   unlabelled_split="unsupervised", unlabelled_column="review"), "sentence")
+
+
+def test_a_users_text_file_is_an_unlabelled_corpus(tmp_path):
+    from nlp_rnn.data import load_unlabelled
+
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_text("A fine film. Go.\n\nWorst two hours of my life!\n", encoding="utf-8")
+    config = DataConfig(dataset="stanfordnlp/imdb", unlabelled_dataset=str(corpus), unlabelled_split="train")
+    assert load_unlabelled(config, "review")["review"] == ["A fine film. Go.", "Worst two hours of my life!"]
+    split_up = DataConfig(dataset="stanfordnlp/imdb", unlabelled_dataset=str(corpus), unlabelled_split="train",
+                          unlabelled_sentences=True)
+    assert load_unlabelled(split_up, "text")["text"] == ["A fine film.", "Worst two hours of my life!"]
+    with pytest.raises(DataError, match=f"data.unlabelled_dataset '{corpus}' has no split 'unsupervised'"):
+        load_unlabelled(DataConfig(unlabelled_dataset=str(corpus), unlabelled_split="unsupervised"), "text")

@@ -99,6 +99,8 @@ def test_soft_labels_collate_to_a_float_matrix_and_class_ids_to_integers():
     ({"unlabelled_split": "unsupervised"}, {"distillation": {"teacher": "runs/t", "unlabelled_batch_size": 8},
                                             "virtual_adversarial": {"epsilon": 1.0, "unlabelled_batch_size": 4}},
      "both read the same unlabelled batch"),
+    ({"unlabelled_sentences": True}, {}, "data.unlabelled_sentences: describes data.unlabelled_split, which is not"),
+    ({"unlabelled_dataset": "my/corpus"}, {}, "data.unlabelled_dataset: describes data.unlabelled_split"),
 ])
 def test_bad_distillation_settings_are_one_clear_error(data, train, message):
     with pytest.raises(ConfigError, match=message):
@@ -175,3 +177,23 @@ def test_an_unlabelled_batch_without_distillation_carries_no_labels():
     config = tiny_config(data=UNLABELLED, train={"virtual_adversarial": {"epsilon": 1.0}})
     task, _ = ClassificationTask.for_training(config)
     assert isinstance(task.unlabelled.dataset, EncodedDataset) and task.unlabelled.dataset.labels is None
+
+
+def test_a_student_learns_from_the_sentences_of_a_users_own_corpus(tmp_path):
+    from nlp_rnn.tasks import ClassificationTask
+    from nlp_rnn.tasks.classification import _perturbation_note
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("What a film. I wept twice!\nDull and long. Skip it.\n", encoding="utf-8")
+    data = {**UNLABELLED, "unlabelled_dataset": str(corpus), "unlabelled_split": "train", "unlabelled_sentences": True}
+    config = tiny_config(data=data, train=DISTIL)
+    task, _ = ClassificationTask.for_training(config)
+    kept = task.unlabelled.dataset
+    shipped = nlp_rnn.load(SHIPPED).predict(["What a film.", "I wept twice!", "Dull and long.", "Skip it."])
+    assert len(kept) == 4  # four sentences, each with the teacher's probabilities as its label
+    for row, prediction in enumerate(shipped):
+        assert kept[row]["label"] == pytest.approx([prediction["scores"]["neg"], prediction["scores"]["pos"]], abs=1e-5)
+    assert (f"on the unlabelled split `train` of `{corpus}`, split into sentences (its calibrated probabilities"
+            in _perturbation_note(config))
+    # another corpus's splits are not the ones the model is scored on: its "test" may be read
+    assert tiny_config(data={**data, "unlabelled_split": "test"}, train=DISTIL).data.unlabelled_split == "test"

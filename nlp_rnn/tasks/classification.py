@@ -352,8 +352,8 @@ class ClassificationTask(Task):
             texts = encode_unlabelled(split, task.tokenizer, config, soft_labels)
             task.unlabelled = UnlabelledStream(texts, train.unlabelled_batch_size, train.seed, train.bucket_size,
                                                PAD_ID, distributed.context_from_env())
-            log.info("unlabelled: %d texts from split %s, %d per step beside %d labelled", len(texts),
-                     config.data.unlabelled_split, train.unlabelled_batch_size, train.batch_size)
+            log.info("unlabelled: %d texts from %s, %d per step beside %d labelled", len(texts),
+                     unlabelled_source(config.data), train.unlabelled_batch_size, train.batch_size)
         return task, data
 
     def build_model(self) -> nn.Module:
@@ -572,6 +572,15 @@ def _evaluation_rows(run: ckpt.RunFolder, test_split: str) -> list[str]:
     return rows
 
 
+def unlabelled_source(data: DataConfig) -> str:
+    """``split `unsupervised``` or ``split `unsupervised` of `stanfordnlp/imdb`, split into sentences``: where the
+    unlabelled texts come from (data.unlabelled_*), for cards and logs."""
+    words = f"split `{data.unlabelled_split}`"
+    if data.unlabelled_dataset not in (None, data.dataset):
+        words += f" of `{data.unlabelled_dataset}`"
+    return words + (", split into sentences" if data.unlabelled_sentences else "")
+
+
 def _perturbation_note(config) -> str:
     """A card's words for adversarial and virtual adversarial training and distillation, when the run (``config``)
     used them."""
@@ -582,15 +591,15 @@ def _perturbation_note(config) -> str:
         parts.append(f"adversarial training (epsilon {adversarial.epsilon}, weight {adversarial.weight})")
     if train.virtual_adversarial.on:
         virtual = train.virtual_adversarial
-        source = f" and unlabelled split `{data.unlabelled_split}`" if data.unlabelled_split else ""
+        source = f" and unlabelled {unlabelled_source(data)}" if data.unlabelled_split else ""
         parts.append(f"virtual adversarial training on the labelled batches{source} (epsilon {virtual.epsilon}, "
                      f"xi {virtual.xi}, weight {virtual.weight})")
     sentences = ([f" With {' and '.join(parts)} on frequency-normalised embeddings (Miyato, Dai & Goodfellow 2017)."]
                  if parts else [])
     if train.distillation.on:
         distillation = train.distillation
-        sentences.append(f" Distilled from the teacher `{Path(distillation.teacher).name}` on the unlabelled split "
-                         f"`{data.unlabelled_split}` (its calibrated probabilities as soft labels, weight "
+        sentences.append(f" Distilled from the teacher `{Path(distillation.teacher).name}` on the unlabelled "
+                         f"{unlabelled_source(data)} (its calibrated probabilities as soft labels, weight "
                          f"{distillation.weight}, temperature {distillation.temperature}; Hinton et al. 2015).")
     return "".join(sentences)
 
