@@ -12,7 +12,7 @@ ifneq ($(SHARED_DATA),)
 export NLP_RNN_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install lock test test-fast demo screenshot load-test lint clean sentiment-model sentiment-scratch sentiment-ensemble sst2-teacher sst2-distilled translation-model imdb-lm sst2-lm rt-lm imdb-awd-lm sst2-awd-lm ner-vectors ner-model shakespeare-model reviews-model
+.PHONY: install lock test test-fast demo screenshot load-test lint clean sentiment-model sentiment-scratch sentiment-ensemble sst2-teacher sst2-distilled rt-teacher rt-distilled translation-model imdb-lm sst2-lm rt-lm imdb-awd-lm sst2-awd-lm ner-vectors ner-model shakespeare-model reviews-model
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -93,6 +93,18 @@ sst2-distilled: install
 	test -f runs/sst2_teacher/ensemble.json || $(MAKE) sst2-teacher
 	$(BIN)/nlp-rnn train configs/sentiment/sst2_distilled.yaml --out runs/sst2_distilled
 	$(BIN)/nlp-rnn evaluate runs/sst2_distilled --split test
+
+# The same two steps for rotten_tomatoes (configs/sentiment/rotten_tomatoes_distilled.yaml): three seeds of
+# rotten_tomatoes_from_imdb.yaml (a few minutes each) packed as the teacher, then the student (minutes, after the
+# teacher has scored the sentences once).
+rt-teacher: install
+	$(BIN)/nlp-rnn train configs/sentiment/rotten_tomatoes_from_imdb.yaml --out runs/rt --seeds 0,1,2
+	$(BIN)/nlp-rnn pack runs/rt/seed-0 runs/rt_teacher --ensemble runs/rt/seed-1,runs/rt/seed-2 --force
+
+rt-distilled: install
+	test -f runs/rt_teacher/ensemble.json || $(MAKE) rt-teacher
+	$(BIN)/nlp-rnn train configs/sentiment/rotten_tomatoes_distilled.yaml --out runs/rt_distilled
+	$(BIN)/nlp-rnn evaluate runs/rt_distilled --split test
 
 # Retrain, pack and score the shipped Multi30k de->en translator (about 1 hour on 2 CPU cores).
 translation-model: install
