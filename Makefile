@@ -81,30 +81,24 @@ sentiment-ensemble: sentiment-scratch
 	$(BIN)/nlp-rnn evaluate demo/models/sentiment-imdb-ensemble --split test
 	$(BIN)/nlp-rnn pack demo/models/sentiment-imdb-ensemble --card-only
 
-# The SST-2 ensemble that configs/sentiment/sst2_distilled.yaml learns from (README: issue 19): three seeds of
-# sst2_from_imdb.yaml, fine-tuned from the shipped IMDB model (about 10 minutes each on 2 CPU cores), packed as one.
-sst2-teacher: install
-	$(BIN)/nlp-rnn train configs/sentiment/sst2_from_imdb.yaml --out runs/sst2 --seeds 0,1,2
-	$(BIN)/nlp-rnn pack runs/sst2/seed-0 runs/sst2_teacher --ensemble runs/sst2/seed-1,runs/sst2/seed-2 --force
+# The SST-2 and rotten_tomatoes students of configs/sentiment/{sst2,rotten_tomatoes}_distilled.yaml (README: issue 19).
+# NAME-teacher: three seeds of the task's *_from_imdb.yaml, fine-tuned from the shipped IMDB model (about 10 minutes
+# each for SST-2 on 2 CPU cores, a few for rotten_tomatoes), packed as one ensemble in runs/NAME_teacher.
+# NAME-distilled: the student, taught by it on the sentences of 20,000 unlabelled IMDB reviews (the teacher scores
+# them once, about 5 minutes; then about 15 minutes of training for SST-2, a few for rotten_tomatoes).
+FROM_IMDB_sst2 := sst2_from_imdb
+FROM_IMDB_rt := rotten_tomatoes_from_imdb
+DISTILLED_sst2 := sst2_distilled
+DISTILLED_rt := rotten_tomatoes_distilled
 
-# SST-2 distilled from that ensemble on the sentences of 20,000 unlabelled IMDB reviews (the teacher scores them
-# once, about 5 minutes; then about 17 minutes of training on 2 CPU cores).
-sst2-distilled: install
-	test -f runs/sst2_teacher/ensemble.json || $(MAKE) sst2-teacher
-	$(BIN)/nlp-rnn train configs/sentiment/sst2_distilled.yaml --out runs/sst2_distilled
-	$(BIN)/nlp-rnn evaluate runs/sst2_distilled --split test
+sst2-teacher rt-teacher: %-teacher: install
+	$(BIN)/nlp-rnn train configs/sentiment/$(FROM_IMDB_$*).yaml --out runs/$* --seeds 0,1,2
+	$(BIN)/nlp-rnn pack runs/$*/seed-0 runs/$*_teacher --ensemble runs/$*/seed-1,runs/$*/seed-2 --force
 
-# The same two steps for rotten_tomatoes (configs/sentiment/rotten_tomatoes_distilled.yaml): three seeds of
-# rotten_tomatoes_from_imdb.yaml (a few minutes each) packed as the teacher, then the student (minutes, after the
-# teacher has scored the sentences once).
-rt-teacher: install
-	$(BIN)/nlp-rnn train configs/sentiment/rotten_tomatoes_from_imdb.yaml --out runs/rt --seeds 0,1,2
-	$(BIN)/nlp-rnn pack runs/rt/seed-0 runs/rt_teacher --ensemble runs/rt/seed-1,runs/rt/seed-2 --force
-
-rt-distilled: install
-	test -f runs/rt_teacher/ensemble.json || $(MAKE) rt-teacher
-	$(BIN)/nlp-rnn train configs/sentiment/rotten_tomatoes_distilled.yaml --out runs/rt_distilled
-	$(BIN)/nlp-rnn evaluate runs/rt_distilled --split test
+sst2-distilled rt-distilled: %-distilled: install
+	test -f runs/$*_teacher/ensemble.json || $(MAKE) $*-teacher
+	$(BIN)/nlp-rnn train configs/sentiment/$(DISTILLED_$*).yaml --out runs/$*_distilled
+	$(BIN)/nlp-rnn evaluate runs/$*_distilled --split test
 
 # Retrain, pack and score the shipped Multi30k de->en translator (about 1 hour on 2 CPU cores).
 translation-model: install
