@@ -423,6 +423,8 @@ def load_unlabelled(config: DataConfig, column: str) -> datasets.Dataset:
     own = config.unlabelled_dataset in (None, config.dataset)
     if own:
         raw = _load(config.dataset, config.config_name, config.data_files)
+    elif _extension(config.unlabelled_dataset) in TEXT_FORMATS and not Path(config.unlabelled_dataset).exists():
+        raise DataError(f"{config.unlabelled_dataset}: no such file (data.unlabelled_dataset)")
     elif Path(config.unlabelled_dataset).is_file():  # one file of the user's: its rows are split "train"
         raw = _load(config.unlabelled_dataset, data_files={"train": config.unlabelled_dataset})
         raw.name = f"data.unlabelled_dataset {config.unlabelled_dataset!r}"

@@ -169,3 +169,5 @@ def test_a_users_text_file_is_an_unlabelled_corpus(tmp_path):
     assert load_unlabelled(split_up, "text")["text"] == ["A fine film.", "Worst two hours of my life!"]
     with pytest.raises(DataError, match=f"data.unlabelled_dataset '{corpus}' has no split 'unsupervised'"):
         load_unlabelled(DataConfig(unlabelled_dataset=str(corpus), unlabelled_split="unsupervised"), "text")
+    with pytest.raises(DataError, match=r"nope.txt: no such file \(data.unlabelled_dataset\)"):
+        load_unlabelled(DataConfig(unlabelled_dataset=str(tmp_path / "nope.txt"), unlabelled_split="train"), "text")
