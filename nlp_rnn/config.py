@@ -97,6 +97,12 @@ class DataConfig:
     unlabelled_sentences: bool = False
 
     @property
+    def unlabelled_elsewhere(self) -> bool:
+        """Whether the unlabelled text comes from another corpus than the labelled examples (none of whose splits
+        is scored)."""
+        return self.unlabelled_dataset not in (None, self.dataset)
+
+    @property
     def source(self) -> str:
         """What the examples are read from, for reports: the dataset, or the data files by split."""
         return describe_source(self.dataset, self.data_files)
@@ -554,7 +560,7 @@ def _check_perturbations(config: Config, task: str | None, errors: list[str]) ->
         errors.append(f"data.unlabelled_split: {unlabelled!r} is read only by virtual adversarial training or "
                       "distillation: set train.virtual_adversarial.epsilon and .weight > 0 or "
                       "train.distillation.teacher, or leave it null")
-    if data.unlabelled_dataset not in (None, data.dataset):
+    if data.unlabelled_elsewhere:
         return  # another corpus: none of its splits is scored
     scored = {name for split in (data.validation_split, data.test_split) if isinstance(split, str)
               for name in split.split("+")}

@@ -327,10 +327,14 @@ def _prepare(split: datasets.Dataset, config: DataConfig, task: TaskData, where:
     return _encode_labels(split, column, names, where), names
 
 
-def _named(raw: _Raw, name: str, config: DataConfig) -> datasets.Dataset:
+def _named(raw: _Raw, name: str, config: DataConfig, key: str | None = None) -> datasets.Dataset:
+    """Split ``name`` of ``raw``; a missing one is an error that lists the splits there and names ``key``, the setting
+    that asked for it (default: the hint for data.test_split / validation_split)."""
     if name not in raw.splits:
         hint = ""
-        if name == config.test_split:
+        if key:
+            hint = f"; {key}"
+        elif name == config.test_split:
             hint = "; data.test_split: null carves a test split from train"
         elif name == config.validation_split:
             hint = "; data.validation_split: null carves one from train"
@@ -420,7 +424,7 @@ def load_unlabelled(config: DataConfig, column: str) -> datasets.Dataset:
     labelled dataset (``column``); rows with no text dropped; with ``max_unlabelled_examples`` a fixed random sample
     of that many; with ``unlabelled_sentences`` each text split into its sentences (:func:`split_sentences`).
     Labels are never read (IMDB's ``unsupervised`` split has -1 in every row)."""
-    own = config.unlabelled_dataset in (None, config.dataset)
+    own = not config.unlabelled_elsewhere
     if own:
         raw = _load(config.dataset, config.config_name, config.data_files)
     elif _extension(config.unlabelled_dataset) in TEXT_FORMATS and not Path(config.unlabelled_dataset).exists():
@@ -434,10 +438,7 @@ def load_unlabelled(config: DataConfig, column: str) -> datasets.Dataset:
     key = "data.unlabelled_split" if own and not config.unlabelled_column else "data.unlabelled_column"
     parts = []
     for name in config.unlabelled_split.split("+"):
-        if not own and name not in raw.splits:
-            raise DataError(f"{raw.name} has no split {name!r} (splits: {', '.join(raw.splits)}; "
-                            "data.unlabelled_split)")
-        split = _named(raw, name, config)
+        split = _named(raw, name, config, key="data.unlabelled_split")
         if not own and not config.unlabelled_column and split.column_names == ["text"]:
             column = "text"  # a text file's one column
         if column not in split.column_names:

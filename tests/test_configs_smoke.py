@@ -92,9 +92,10 @@ WITHOUT_TEACHER = ["train.distillation.teacher=null", "data.unlabelled_split=nul
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_trains_shrunk(path, tmp_path, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # shipped teachers are named relative to the checkout
-    tagging = load_config(path).task == "tagging"  # pretrained vectors are built apart (README), not in CI
+    as_written = load_config(path)
+    tagging = as_written.task == "tagging"  # pretrained vectors are built apart (README), not in CI
     overrides = SHRINK + (["model.word_vectors=null"] if tagging else [])
-    teacher = load_config(path).train.distillation.teacher
+    teacher = as_written.train.distillation.teacher
     if teacher and not Path(teacher).exists():  # a teacher trained apart (runs/..., README), not in CI: a shrunk
         train(load_config(path, overrides + WITHOUT_TEACHER), tmp_path / "teacher")  # run of the config stands in
         overrides += [f"train.distillation.teacher={tmp_path / 'teacher'}"]

@@ -576,7 +576,7 @@ def unlabelled_source(data: DataConfig) -> str:
     """``split `unsupervised``` or ``split `unsupervised` of `stanfordnlp/imdb`, split into sentences``: where the
     unlabelled texts come from (data.unlabelled_*), for cards and logs."""
     words = f"split `{data.unlabelled_split}`"
-    if data.unlabelled_dataset not in (None, data.dataset):
+    if data.unlabelled_elsewhere:
         words += f" of `{data.unlabelled_dataset}`"
     return words + (", split into sentences" if data.unlabelled_sentences else "")
 
