@@ -280,6 +280,36 @@ class RunFolder:
     def holds_run(self) -> bool:
         return self.state.exists() or self.weights.exists()
 
+    def load_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``model.safetensors``: the tensors and their metadata (a run still in its first epoch has none yet)."""
+        if not self.weights.is_file() and self.state.is_file():
+            raise NlpRnnError(f"{self.path}: no weights yet: its training has not finished an epoch (nlp-rnn train "
+                              f"--resume --out {self.path} continues it)")
+        return load_weights(self.weights)
+
+    def unfinished(self) -> dict[str, Any] | None:
+        """The training progress of a run whose training has not finished (still going, or interrupted before its
+        last epoch): its ``model.safetensors`` holds the best weights so far. None for a finished run, a packed copy
+        (no training state) or a state that cannot be read (loading the weights reports what matters)."""
+        if not self.state.is_file():
+            return None
+        try:  # memory-mapped: only the small progress record is read, not the optimizer's moments
+            progress = torch.load(self.state, map_location="cpu", weights_only=True, mmap=True)["progress"]
+        except Exception:  # noqa: BLE001 - half-written or foreign: not this check's business
+            return None
+        return None if progress.get("done") else dict(progress)
+
+    def unfinished_notice(self, epochs: int) -> str | None:
+        """The warning for loading a run of ``epochs`` epochs whose training is still going or was interrupted: what
+        is scored, packed, served or started from is its best epoch so far, not the trained model. None otherwise."""
+        progress = self.unfinished()
+        if progress is None:
+            return None
+        best = f"the weights of epoch {progress['best_epoch']}" if progress.get("best_epoch") else "its weights"
+        return (f"{self.path} has not finished training ({progress['epoch']} of {epochs} epochs done): this loads "
+                f"{best}, the best so far (if it was interrupted, nlp-rnn train --resume --out {self.path} "
+                "finishes it)")
+
     def read_config(self) -> Config:
         """The run's checked config; its plugins (a user's task or cells) are imported first."""
         if not self.path.is_dir():

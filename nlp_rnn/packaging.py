@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -15,6 +16,8 @@ from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.io import atomic_write_text
 from nlp_rnn.tasks import get_task
+
+log = logging.getLogger(__name__)
 
 
 def model_card(run_dir: Path) -> str:
@@ -65,6 +68,8 @@ def pack_run(run_dir: str | Path, out: str | Path, fp16: bool = False, force: bo
         run = ckpt.RunFolder(folder)
         if not run.weights.is_file():
             raise NlpRnnError(f"{run.weights}: not found (is {folder} a finished run folder?)")
+        if notice := run.unfinished_notice(run.read_config().train.epochs):
+            log.warning(notice)
         if out.resolve() == folder.resolve() or out.resolve() in folder.resolve().parents:
             raise NlpRnnError(f"{out}: is (or contains) the run folder {folder}; pack into another folder")
     if out.exists():
@@ -103,7 +108,7 @@ def _copy_run(run: ckpt.RunFolder, building: Path, fp16: bool) -> None:
     for folder in run.SHIPPED_FOLDERS:
         if (run / folder).is_dir():
             shutil.copytree(run / folder, building / folder)
-    tensors, metadata = ckpt.load_weights(run.weights)
+    tensors, metadata = run.load_weights()
     ckpt.RunFolder(building).write_weights(tensors, metadata, dtype=torch.float16 if fp16 else None)
     write_model_card(building)
 

@@ -65,12 +65,14 @@ def _load_run(path: Path):
     config = run.read_config()
     task_class = get_task(config.task)
     tokenizers = load_tokenizers(task_class.tokenizer_files(config), run.path)
-    tensors, metadata = ckpt.load_weights(run.weights)
+    tensors, metadata = run.load_weights()
     task = task_class(config, tokenizers, metadata)
     task.check_tokenizers(run.path)
     task.read_run(run)
     model = task.build_model()
     ckpt.load_into(model, tensors, run.weights)
+    if notice := run.unfinished_notice(config.train.epochs):
+        log.warning(notice)
     return task, model
 
 

@@ -560,7 +560,10 @@ def _init_weights(model: torch.nn.Module, source: Path) -> None:
 
     The head is re-initialised when the label sets differ in size; the tokenizer is the source run's.
     """
-    tensors, _ = ckpt.load_weights(ckpt.RunFolder(source).weights)
+    run = ckpt.RunFolder(source)
+    tensors, _ = run.load_weights()
+    if notice := run.unfinished_notice(run.read_config().train.epochs):
+        log.warning("train.init_from: %s", notice)
     own = model.state_dict()
     matching = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
     if not any(k.startswith("encoder.") for k in matching):

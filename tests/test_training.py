@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 import os
 import subprocess
@@ -12,6 +13,8 @@ from safetensors.torch import load_file
 from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.config import TrainConfig, choices
 from nlp_rnn.errors import NlpRnnError
+from nlp_rnn.packaging import pack_run
+from nlp_rnn.predictor import load_model
 from nlp_rnn.training import SCHEDULES, TrainingInterrupted, _make_scheduler, _parameter_groups, train
 from tests.tiny import tiny_config
 
@@ -385,3 +388,35 @@ def test_an_interrupted_ulmfit_run_resumes_to_the_same_weights(tmp_path):
     from tests.tiny import assert_resumed_run_matches
 
     assert_resumed_run_matches(tiny_config(train={**ULMFIT, "epochs": 2}), tmp_path, stop_at=11)
+
+
+def test_loading_a_run_still_in_training_says_so(tmp_path, tiny_run, caplog):
+    """Scoring, packing or serving a run whose training is not over gets its best epoch so far, with a warning
+    naming it; before the first epoch ends there is nothing to load, said in one line; a finished run loads quietly."""
+    run_dir = tmp_path / "unfinished"
+
+    def stop(step):
+        if step == stop.at:
+            raise KeyboardInterrupt
+
+    stop.at = 5  # mid first epoch (8 batches per epoch): no weights yet
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(), run_dir, on_step=stop)
+    with pytest.raises(NlpRnnError, match="has not finished an epoch .*--resume"):
+        load_model(run_dir)
+    stop.at = 12  # in the second epoch: epoch 1's weights are there
+    with pytest.raises(TrainingInterrupted):
+        train(None, run_dir, resume=True, on_step=stop)
+    notice = f"{run_dir} has not finished training (1 of {tiny_config().train.epochs} epochs done)"
+    for load in (load_model, lambda run: pack_run(run, tmp_path / "packed", force=True),
+                 lambda run: train(tiny_config(train={"init_from": str(run), "epochs": 1}), tmp_path / "started")):
+        with caplog.at_level(logging.WARNING):
+            load(run_dir)
+        assert notice in caplog.text and "the weights of epoch 1" in caplog.text
+        caplog.clear()
+    train(None, run_dir, resume=True)
+    with caplog.at_level(logging.WARNING):
+        load_model(run_dir)
+        load_model(tiny_run)
+        pack_run(run_dir, tmp_path / "packed", force=True)
+    assert "has not finished" not in caplog.text
