@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from torch import nn
 from nlp_rnn.config import Config, ConfigError, config_from_dict, read_yaml, save_config
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.io import atomic_write
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"  # classification, or a joint translation vocabulary
@@ -299,16 +302,17 @@ class RunFolder:
             return None
         return None if progress.get("done") else dict(progress)
 
-    def unfinished_notice(self, epochs: int) -> str | None:
-        """The warning for loading a run of ``epochs`` epochs whose training is still going or was interrupted: what
-        is scored, packed, served or started from is its best epoch so far, not the trained model. None otherwise."""
+    def warn_if_unfinished(self, reader: str = "") -> None:
+        """One warning when this run's training is still going or was interrupted: what is scored, packed, served or
+        started from (``reader`` names it, e.g. ``train.init_from``) is its best epoch so far, not the trained model.
+        The config is read only then, for the number of epochs."""
         progress = self.unfinished()
         if progress is None:
-            return None
+            return
         best = f"the weights of epoch {progress['best_epoch']}" if progress.get("best_epoch") else "its weights"
-        return (f"{self.path} has not finished training ({progress['epoch']} of {epochs} epochs done): this loads "
-                f"{best}, the best so far (if it was interrupted, nlp-rnn train --resume --out {self.path} "
-                "finishes it)")
+        log.warning("%s%s has not finished training (%d of %d epochs done): this loads %s, the best so far (if it "
+                    "was interrupted, nlp-rnn train --resume --out %s finishes it)", f"{reader}: " if reader else "",
+                    self.path, progress["epoch"], self.read_config().train.epochs, best, self.path)
 
     def read_config(self) -> Config:
         """The run's checked config; its plugins (a user's task or cells) are imported first."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -16,8 +15,6 @@ from nlp_rnn import checkpoint as ckpt
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.io import atomic_write_text
 from nlp_rnn.tasks import get_task
-
-log = logging.getLogger(__name__)
 
 
 def model_card(run_dir: Path) -> str:
@@ -68,8 +65,7 @@ def pack_run(run_dir: str | Path, out: str | Path, fp16: bool = False, force: bo
         run = ckpt.RunFolder(folder)
         if not run.weights.is_file():
             raise NlpRnnError(f"{run.weights}: not found (is {folder} a finished run folder?)")
-        if notice := run.unfinished_notice(run.read_config().train.epochs):
-            log.warning(notice)
+        run.warn_if_unfinished()
         if out.resolve() == folder.resolve() or out.resolve() in folder.resolve().parents:
             raise NlpRnnError(f"{out}: is (or contains) the run folder {folder}; pack into another folder")
     if out.exists():

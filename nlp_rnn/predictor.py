@@ -71,8 +71,7 @@ def _load_run(path: Path):
     task.read_run(run)
     model = task.build_model()
     ckpt.load_into(model, tensors, run.weights)
-    if notice := run.unfinished_notice(config.train.epochs):
-        log.warning(notice)
+    run.warn_if_unfinished()
     return task, model
 
 

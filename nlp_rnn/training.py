@@ -562,8 +562,7 @@ def _init_weights(model: torch.nn.Module, source: Path) -> None:
     """
     run = ckpt.RunFolder(source)
     tensors, _ = run.load_weights()
-    if notice := run.unfinished_notice(run.read_config().train.epochs):
-        log.warning("train.init_from: %s", notice)
+    run.warn_if_unfinished("train.init_from")
     own = model.state_dict()
     matching = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
     if not any(k.startswith("encoder.") for k in matching):
