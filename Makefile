@@ -55,10 +55,16 @@ load-test: install
 screenshot: install
 	NLP_RNN_SCREENSHOTS=docs $(BIN)/python -m pytest tests/test_demo_browser.py -p no:cacheprovider
 
+# $(call train,OUT,CONFIG [OPTIONS]): nlp-rnn train CONFIG --out OUT, or, where OUT already holds that run or folder
+# of seeds (make run again, or after an interruption), nlp-rnn train --resume --out OUT: it continues where it
+# stopped, and a finished run is left as it is
+train = if [ -f $(1)/training_state.pt ] || [ -f $(1)/seeds.json ]; then $(BIN)/nlp-rnn train --resume --out $(1); \
+	else $(BIN)/nlp-rnn train $(2) --out $(1); fi
+
 # Retrain, pack and score the shipped IMDB model (README: issue 19): the from-scratch model as a student of the IMDB
 # ensemble shipped beside it, on the 50,000 unlabelled reviews (about 70 minutes on 2 threads of an AVX2 CPU).
 sentiment-model: install
-	$(BIN)/nlp-rnn train configs/sentiment/imdb_distilled.yaml --out runs/imdb_distilled
+	$(call train,runs/imdb_distilled,configs/sentiment/imdb_distilled.yaml)
 	$(BIN)/nlp-rnn pack runs/imdb_distilled demo/models/sentiment-imdb --fp16 --force
 	$(BIN)/nlp-rnn evaluate demo/models/sentiment-imdb --split test
 	$(BIN)/nlp-rnn pack demo/models/sentiment-imdb --card-only
@@ -66,15 +72,15 @@ sentiment-model: install
 # The from-scratch IMDB model (shipped until 2026-12-03; about 30 minutes on 2 CPU cores): the first member of the
 # ensemble below.
 sentiment-scratch: install
-	$(BIN)/nlp-rnn train configs/sentiment/imdb_bilstm.yaml --out runs/imdb_bilstm
+	$(call train,runs/imdb_bilstm,configs/sentiment/imdb_bilstm.yaml)
 	$(BIN)/nlp-rnn evaluate runs/imdb_bilstm --split test
 
 # Retrain, pack and score the IMDB ensemble shipped beside the classifier, which teaches it (README: issue 19): the
 # from-scratch model and one run of adversarial training (seed 2; about 80 minutes on one thread of an AVX2 CPU
 # beside another training).
 sentiment-ensemble: sentiment-scratch
-	$(BIN)/nlp-rnn train configs/sentiment/imdb_vat.yaml --out runs/imdb_at_s2 --set train.seed=2 \
-	  --set train.virtual_adversarial.epsilon=0 --set data.unlabelled_split=null
+	$(call train,runs/imdb_at_s2,configs/sentiment/imdb_vat.yaml --set train.seed=2 \
+	  --set train.virtual_adversarial.epsilon=0 --set data.unlabelled_split=null)
 	$(BIN)/nlp-rnn evaluate runs/imdb_at_s2 --split test
 	$(BIN)/nlp-rnn pack runs/imdb_bilstm demo/models/sentiment-imdb-ensemble --fp16 --force \
 	  --ensemble runs/imdb_at_s2
@@ -98,19 +104,19 @@ DISTILLED_sst2 := sst2_distilled
 DISTILLED_rt := rotten_tomatoes_distilled
 
 sst2-teacher rt-teacher: %-teacher: install
-	$(BIN)/nlp-rnn train configs/sentiment/$(FROM_IMDB_$*).yaml --out runs/$* --seeds $(SEEDS)
-	$(if $(SCRATCH_$*),$(BIN)/nlp-rnn train configs/sentiment/$(SCRATCH_$*).yaml --out runs/$*_scratch --seeds $(SEEDS))
+	$(call train,runs/$*,configs/sentiment/$(FROM_IMDB_$*).yaml --seeds $(SEEDS))
+	$(if $(SCRATCH_$*),$(call train,runs/$*_scratch,configs/sentiment/$(SCRATCH_$*).yaml --seeds $(SEEDS)))
 	$(BIN)/nlp-rnn pack runs/$*/seed-0 runs/$*_teacher --ensemble runs/$*/seed-1,runs/$*/seed-2$(MEMBERS_$*) --force
 	$(BIN)/nlp-rnn evaluate runs/$*_teacher --split test
 
 sst2-distilled rt-distilled: %-distilled: install
 	test -f runs/$*_teacher/ensemble.json || $(MAKE) $*-teacher
-	$(BIN)/nlp-rnn train configs/sentiment/$(DISTILLED_$*).yaml --out runs/$*_distilled
+	$(call train,runs/$*_distilled,configs/sentiment/$(DISTILLED_$*).yaml)
 	$(BIN)/nlp-rnn evaluate runs/$*_distilled --split test
 
 # Retrain, pack and score the shipped Multi30k de->en translator (about 1 hour on 2 CPU cores).
 translation-model: install
-	$(BIN)/nlp-rnn train configs/translation/multi30k_de_en_gru.yaml --out runs/multi30k_de_en_gru
+	$(call train,runs/multi30k_de_en_gru,configs/translation/multi30k_de_en_gru.yaml)
 	$(BIN)/nlp-rnn pack runs/multi30k_de_en_gru demo/models/translate-de-en --fp16 --force
 	for split in validation test; do for beam in 1 5; do \
 	  $(BIN)/nlp-rnn evaluate demo/models/translate-de-en --split $$split --beam $$beam || exit 1; done; done
@@ -124,28 +130,28 @@ clean:
 
 # The IMDB language model that sentiment/*_from_lm.yaml fine-tune (about 1 hour on 2 CPU cores; not shipped).
 imdb-lm: install
-	$(BIN)/nlp-rnn train configs/pretraining/imdb_bilm.yaml --out runs/imdb_bilm
+	$(call train,runs/imdb_bilm,configs/pretraining/imdb_bilm.yaml)
 
 # ULMFiT's second stage: that language model fine-tuned on SST-2's training text, which
 # sentiment/sst2_from_sst2_lm.yaml starts from (about 7 minutes after imdb-lm).
 sst2-lm: install
 	test -f runs/imdb_bilm/model.safetensors || $(MAKE) imdb-lm
-	$(BIN)/nlp-rnn train configs/pretraining/sst2_bilm.yaml --out runs/sst2_bilm
+	$(call train,runs/sst2_bilm,configs/pretraining/sst2_bilm.yaml)
 
 # The same second stage on rotten_tomatoes' training text, for sentiment/rotten_tomatoes_from_rt_lm.yaml.
 rt-lm: install
 	test -f runs/imdb_bilm/model.safetensors || $(MAKE) imdb-lm
-	$(BIN)/nlp-rnn train configs/pretraining/rotten_tomatoes_bilm.yaml --out runs/rotten_tomatoes_bilm
+	$(call train,runs/rotten_tomatoes_bilm,configs/pretraining/rotten_tomatoes_bilm.yaml)
 
 # The IMDB language model with AWD-LSTM's regularisers, which sentiment/imdb_ulmfit.yaml fine-tunes with
 # ULMFiT's options (configs/pretraining/imdb_awd_lm.yaml says how long an epoch takes).
 imdb-awd-lm: install
-	$(BIN)/nlp-rnn train configs/pretraining/imdb_awd_lm.yaml --out runs/imdb_awd_lm
+	$(call train,runs/imdb_awd_lm,configs/pretraining/imdb_awd_lm.yaml)
 
 # ULMFiT's second stage on it: the AWD-LSTM language model fine-tuned on SST-2's training text (a few minutes)
 sst2-awd-lm: install
 	test -f runs/imdb_awd_lm/model.safetensors || $(MAKE) imdb-awd-lm
-	$(BIN)/nlp-rnn train configs/pretraining/sst2_awd_lm.yaml --out runs/sst2_awd_lm
+	$(call train,runs/sst2_awd_lm,configs/pretraining/sst2_awd_lm.yaml)
 
 # The 100-d English word vectors that configs/tagging/conll2003_ner_vectors.yaml starts from (about 2 minutes):
 # PPMI + truncated SVD over 22.8M words of unlabelled English here (never CoNLL's validation or test text).
@@ -173,7 +179,7 @@ ner-model: install
 
 # Retrain, pack and score the shipped Tiny Shakespeare character model (about 70 minutes on one CPU thread).
 shakespeare-model: install
-	$(BIN)/nlp-rnn train configs/generation/shakespeare_char.yaml --out runs/shakespeare_char
+	$(call train,runs/shakespeare_char,configs/generation/shakespeare_char.yaml)
 	$(BIN)/nlp-rnn pack runs/shakespeare_char demo/models/shakespeare-char --fp16 --force
 	$(BIN)/nlp-rnn evaluate demo/models/shakespeare-char --split validation+test
 	$(BIN)/nlp-rnn evaluate demo/models/shakespeare-char --split test
@@ -182,7 +188,7 @@ shakespeare-model: install
 # Retrain, pack and score the shipped label-conditioned IMDB review writer (about 55 minutes on one CPU thread),
 # then its controllability with the shipped IMDB classifier.
 reviews-model: install
-	$(BIN)/nlp-rnn train configs/generation/imdb_reviews.yaml --out runs/imdb_reviews
+	$(call train,runs/imdb_reviews,configs/generation/imdb_reviews.yaml)
 	$(BIN)/nlp-rnn pack runs/imdb_reviews demo/models/reviews-imdb --fp16 --force
 	$(BIN)/nlp-rnn evaluate demo/models/reviews-imdb --split test
 	$(BIN)/nlp-rnn pack demo/models/reviews-imdb --card-only

@@ -281,7 +281,8 @@ class RunFolder:
         write_json(self.path / self.ENSEMBLE_LIST, {"members": names})
 
     def holds_run(self) -> bool:
-        return self.state.exists() or self.weights.exists()
+        """A run, or a folder of seeds, was started here (training into it again would mix two runs)."""
+        return self.state.exists() or self.weights.exists() or (self.path / self.SEEDS_LIST).exists()
 
     def load_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """``model.safetensors``: the tensors and their metadata (a run still in its first epoch has none yet)."""

@@ -224,3 +224,22 @@ def test_demo_installed_without_models_is_one_line(monkeypatch, capsys):
     error = capsys.readouterr().err
     assert error.count("\n") == 1
     assert error.startswith("error: the demo needs --translation RUN_DIR, --entities RUN_DIR and --generate RUN_DIR: ")
+
+
+def test_the_makefiles_training_steps_resume_when_run_again(tiny_run, tmp_path):
+    """make's $(call train,OUT,CONFIG): the first time it trains; run again (after an interruption, or after it
+    finished) it continues the run with --resume instead of stopping at "already holds a run"."""
+    makefile = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Makefile")
+    out = tmp_path / "run"
+
+    def make():
+        step = f"again: ; $(call train,{out},{tiny_run / 'config.yaml'} --set train.epochs=1)"
+        return subprocess.run(["make", "-s", "-f", makefile, "--eval", step, "again",
+                               f"BIN={os.path.dirname(sys.executable)}"], capture_output=True, check=False)
+
+    first = make()
+    assert first.returncode == 0, first.stderr.decode()
+    assert "training already finished" not in first.stderr.decode() and (out / "model.safetensors").is_file()
+    second = make()
+    assert second.returncode == 0, second.stderr.decode()
+    assert "training already finished" in second.stderr.decode()

@@ -1,5 +1,6 @@
 """Seeds as a first-class option: one run per seed, the summary's mean and standard deviation against the runs'
-own metrics, evaluate over the seeds, and --resume finishing a seed that never ran."""
+own metrics, evaluate over the seeds, a second training into their folder refused, and --resume finishing a seed
+that never ran."""
 
 import json
 import shutil
@@ -10,6 +11,7 @@ import pytest
 from nlp_rnn.cli import main
 from nlp_rnn.errors import NlpRnnError
 from nlp_rnn.seeds import parse_seeds, summarize, train_seeds
+from nlp_rnn.training import train
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -41,6 +43,12 @@ def test_seeds_train_summarize_evaluate_and_resume(tmp_path, capsys):
     tests = [json.loads((out / f"seed-{seed}" / "evaluation" / "test" / "metrics.json").read_text())["accuracy"]
              for seed in (0, 1)]
     assert report["seeds"] == [0, 1] and report["accuracy"]["values"] == tests
+    shared = (out / "config.yaml").read_text()
+    for again in (lambda: train_seeds(tiny_config(train={"epochs": 1, "lr": 5e-4}), out, [0, 1]),
+                  lambda: train(tiny_config(train={"epochs": 1}), out)):  # seeds again, or one run in their folder
+        with pytest.raises(NlpRnnError, match="already holds a run: pass --resume"):
+            again()
+    assert (out / "config.yaml").read_text() == shared and not (out / "model.safetensors").exists()
     shutil.rmtree(out / "seed-1")  # a seed that never ran: --resume trains it, and keeps seed 0
     assert main(["train", "--resume", "--out", str(out)]) == 0
     assert "2 seeds [0, 1]: validation accuracy" in capsys.readouterr().out
