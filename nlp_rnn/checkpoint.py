@@ -284,11 +284,19 @@ class RunFolder:
         """A run, or a folder of seeds, was started here (training into it again would mix two runs)."""
         return self.state.exists() or self.weights.exists() or (self.path / self.SEEDS_LIST).exists()
 
-    def load_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """``model.safetensors``: the tensors and their metadata (a run still in its first epoch has none yet)."""
-        if not self.weights.is_file() and self.state.is_file():
+    def check_weights(self) -> None:
+        """One error line where ``model.safetensors`` is missing: a run still in its first epoch has none yet, and
+        a folder without training state is no run folder."""
+        if self.weights.is_file():
+            return
+        if self.state.is_file():
             raise NlpRnnError(f"{self.path}: no weights yet: its training has not finished an epoch (nlp-rnn train "
                               f"--resume --out {self.path} continues it)")
+        raise NlpRnnError(f"{self.weights}: not found (is {self.path} a finished run folder?)")
+
+    def load_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``model.safetensors``: the tensors and their metadata."""
+        self.check_weights()
         return load_weights(self.weights)
 
     def unfinished(self) -> dict[str, Any] | None:

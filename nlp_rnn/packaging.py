@@ -63,8 +63,7 @@ def pack_run(run_dir: str | Path, out: str | Path, fp16: bool = False, force: bo
     out = Path(out)
     for folder in runs:
         run = ckpt.RunFolder(folder)
-        if not run.weights.is_file():
-            raise NlpRnnError(f"{run.weights}: not found (is {folder} a finished run folder?)")
+        run.check_weights()
         run.warn_if_unfinished()
         if out.resolve() == folder.resolve() or out.resolve() in folder.resolve().parents:
             raise NlpRnnError(f"{out}: is (or contains) the run folder {folder}; pack into another folder")

@@ -402,8 +402,10 @@ def test_loading_a_run_still_in_training_says_so(tmp_path, tiny_run, caplog):
     stop.at = 5  # mid first epoch (8 batches per epoch): no weights yet
     with pytest.raises(TrainingInterrupted):
         train(tiny_config(), run_dir, on_step=stop)
-    with pytest.raises(NlpRnnError, match="has not finished an epoch .*--resume"):
-        load_model(run_dir)
+    for load in (load_model, lambda run: pack_run(run, tmp_path / "packed"),
+                 lambda run: train(tiny_config(train={"init_from": str(run), "epochs": 1}), tmp_path / "early")):
+        with pytest.raises(NlpRnnError, match="has not finished an epoch .*--resume"):
+            load(run_dir)
     stop.at = 12  # in the second epoch: epoch 1's weights are there
     with pytest.raises(TrainingInterrupted):
         train(None, run_dir, resume=True, on_step=stop)
