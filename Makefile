@@ -94,7 +94,8 @@ sentiment-ensemble: sentiment-scratch
 # config's test split (SST-2's official validation split; rotten_tomatoes' six-member ensemble is our best model there).
 # NAME-distilled: the student, taught by it on the sentences of 20,000 unlabelled IMDB reviews (the teacher scores
 # them once, about 5 minutes for three members, about twice that for six; then about 15 minutes of training for
-# SST-2, a few for rotten_tomatoes). make rt-distilled from no runs at all took 50 minutes on 2 cores (2026-12-07).
+# SST-2, about 10 for rotten_tomatoes at 128 sentences a step). make rt-distilled from no runs at all took 50 minutes on
+# 2 cores with 32 sentences a step (2026-12-07); a rerun after an interruption continues where it stopped.
 SEEDS := 0,1,2
 FROM_IMDB_sst2 := sst2_from_imdb
 FROM_IMDB_rt := rotten_tomatoes_from_imdb
