@@ -284,6 +284,11 @@ class RunFolder:
         """A run, or a folder of seeds, was started here (training into it again would mix two runs)."""
         return self.state.exists() or self.weights.exists() or (self.path / self.SEEDS_LIST).exists()
 
+    def refuse_if_holds_run(self) -> None:
+        """One error line instead of training a second run (or folder of seeds) into this one."""
+        if self.holds_run():
+            raise NlpRnnError(f"{self.path} already holds a run: pass --resume to continue it, or choose another --out")
+
     def check_weights(self) -> None:
         """One error line where ``model.safetensors`` is missing: a run still in its first epoch has none yet, and
         a folder without training state is no run folder."""

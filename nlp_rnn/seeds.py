@@ -52,8 +52,7 @@ def train_seeds(config: Config | None, out: Path, seeds: list[int] | None, resum
             raise NlpRnnError(f"{out}: not a folder of seeds (no {folder.SEEDS_LIST}); resume one run with --out RUN")
         config, seeds = folder.read_config(), listed
     else:
-        if folder.holds_run():  # else its config.yaml would be replaced while its finished seeds stay as they were
-            raise NlpRnnError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+        folder.refuse_if_holds_run()  # else its config.yaml would be replaced while its finished seeds stay as is
         out.mkdir(parents=True, exist_ok=True)
         folder.write_config(config)
         folder.write_seed_list(seeds)

@@ -190,9 +190,8 @@ class Trainer:
         if resume:
             self.state = self.folder.load_state()
             config = load_config(self.folder.config, overrides)  # e.g. more threads
-        elif self.folder.holds_run():
-            raise NlpRnnError(f"{self.run_dir} already holds a run: pass --resume to continue it, "
-                              "or choose another --out")
+        else:
+            self.folder.refuse_if_holds_run()
         self.config = config
         self._prepare_process()
         self._load_task(resume)
