@@ -134,14 +134,15 @@ imdb-lm: install
 	$(call train,runs/imdb_bilm,configs/pretraining/imdb_bilm.yaml)
 
 # ULMFiT's second stage: that language model fine-tuned on SST-2's training text, which
-# sentiment/sst2_from_sst2_lm.yaml starts from (about 7 minutes after imdb-lm).
+# sentiment/sst2_from_sst2_lm.yaml starts from (about 7 minutes after imdb-lm). It, rt-lm and sst2-awd-lm make their
+# language model first: trained, continued if it was interrupted, or left as it is when finished.
 sst2-lm: install
-	test -f runs/imdb_bilm/model.safetensors || $(MAKE) imdb-lm
+	$(MAKE) imdb-lm
 	$(call train,runs/sst2_bilm,configs/pretraining/sst2_bilm.yaml)
 
 # The same second stage on rotten_tomatoes' training text, for sentiment/rotten_tomatoes_from_rt_lm.yaml.
 rt-lm: install
-	test -f runs/imdb_bilm/model.safetensors || $(MAKE) imdb-lm
+	$(MAKE) imdb-lm
 	$(call train,runs/rotten_tomatoes_bilm,configs/pretraining/rotten_tomatoes_bilm.yaml)
 
 # The IMDB language model with AWD-LSTM's regularisers, which sentiment/imdb_ulmfit.yaml fine-tunes with
@@ -151,7 +152,7 @@ imdb-awd-lm: install
 
 # ULMFiT's second stage on it: the AWD-LSTM language model fine-tuned on SST-2's training text (a few minutes)
 sst2-awd-lm: install
-	test -f runs/imdb_awd_lm/model.safetensors || $(MAKE) imdb-awd-lm
+	$(MAKE) imdb-awd-lm
 	$(call train,runs/sst2_awd_lm,configs/pretraining/sst2_awd_lm.yaml)
 
 # The 100-d English word vectors that configs/tagging/conll2003_ner_vectors.yaml starts from (about 2 minutes):

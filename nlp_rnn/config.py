@@ -73,6 +73,11 @@ class DataConfig:
     validation_fraction: float = _bounded(0.1, 0.0, 0.5)
     test_fraction: float = _bounded(0.05, 0.0, 0.5)
     split_seed: int = 1234
+    # A treebank of phrases (SST: train lists every phrase of its sentences, each labelled): a carved validation
+    # (and test) split takes whole sentences, the rows no other row contains, and train leaves out the phrases that
+    # occur only inside them, so that no part of a held-out sentence is trained on. The fractions then count
+    # sentences. Reads every row's contiguous word spans: for short texts, not for documents.
+    carve_whole_sentences: bool = False
     max_length: int = _bounded(400, 1)  # tokens kept per text; translation: longer training pairs are dropped
     truncation: str = _choice("head_tail", "head", "tail", "head_tail")
     head_fraction: float = _bounded(0.25, 0.0, 1.0)  # share of max_length taken from the start (head_tail)

@@ -14,7 +14,9 @@ import glob
 import logging
 import math
 import os
+import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -309,9 +311,53 @@ def _limit(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Da
     return split if limit is None or limit >= len(split) else split.shuffle(seed=seed).select(range(limit))
 
 
-def _carve(split: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
-    parts = split.train_test_split(test_size=fraction, seed=seed)
+def _carve(split: datasets.Dataset, fraction: float, config: DataConfig, task: TaskData,
+           where: str) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """``fraction`` of ``split`` held out with ``config.split_seed``: of its rows, or of its whole sentences
+    (``config.carve_whole_sentences``)."""
+    if config.carve_whole_sentences:
+        return _carve_whole_sentences(split, fraction, config, task, where)
+    parts = split.train_test_split(test_size=fraction, seed=config.split_seed)
     return parts["train"], parts["test"]
+
+
+def _inner_phrases(text: str) -> Iterator[str]:
+    """Every run of consecutive words of ``text`` shorter than the whole text."""
+    words = text.split()
+    for start in range(len(words)):
+        for end in range(start + 1, len(words) + (start > 0)):
+            yield " ".join(words[start:end])
+
+
+def _carve_whole_sentences(split: datasets.Dataset, fraction: float, config: DataConfig, task: TaskData,
+                           where: str) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Hold out ``fraction`` of the whole sentences of a treebank of phrases (a row that no other row contains is a
+    whole sentence) and leave out of the rest every phrase that occurs only inside a held-out sentence. Texts are
+    compared word by word (runs of whitespace are one space)."""
+    label = task.label_column(config)
+    text_columns = [column for column in task.columns(config) if column != label]
+    if len(text_columns) != 1:
+        raise DataError(f"data.carve_whole_sentences: needs a task with one text column, not "
+                        f"{', '.join(text_columns)}")
+    _check_columns(split, config, task, where)
+    texts = [" ".join(text.split()) if isinstance(text, str) else "" for text in split[text_columns[0]]]
+    known = set(texts) - {""}
+    inside = {phrase for text in known for phrase in _inner_phrases(text) if phrase in known}
+    sentences = sorted(known - inside)
+    random.Random(config.split_seed).shuffle(sentences)
+    count = max(1, round(fraction * len(sentences)))
+    if count >= len(sentences):
+        raise DataError(f"{where}: too few whole sentences ({len(sentences)}) to hold out {fraction:g} of them "
+                        "and train on the rest")
+    held = set(sentences[:count])
+    kept = {phrase for text in sentences[count:] for phrase in _inner_phrases(text) if phrase in known}
+    kept.update(sentences[count:])
+    kept.add("")  # rows without text stay, for _clean to count and drop
+    train = [row for row, text in enumerate(texts) if text in kept]
+    heldout = [row for row, text in enumerate(texts) if text in held]
+    log.info("%s: held out %d of %d whole sentences (%d rows); %d phrases that occur only inside them left "
+             "out of train", where, count, len(sentences), len(heldout), len(texts) - len(train) - len(heldout))
+    return split.select(train), split.select(heldout)
 
 
 def _prepare(split: datasets.Dataset, config: DataConfig, task: TaskData, where: str,
@@ -361,13 +407,13 @@ def load_splits(config: DataConfig, task: TaskData, label_names: list[str] | Non
         test_where = raw.where(config.test_split)
         test, _ = _prepare(_named(raw, config.test_split, config), config, task, test_where, label_names)
     else:
-        train, test = _carve(train, config.test_fraction, config.split_seed)
+        train, test = _carve(train, config.test_fraction, config, task, train_where)
     if config.validation_split:
         validation_where = raw.where(config.validation_split)
         validation, _ = _prepare(_named(raw, config.validation_split, config), config, task, validation_where,
                                  label_names)
     else:
-        train, validation = _carve(train, config.validation_fraction, config.split_seed)
+        train, validation = _carve(train, config.validation_fraction, config, task, train_where)
     if config.max_train_examples is not None:
         train = train.shuffle(seed=config.split_seed).select(range(min(config.max_train_examples, len(train))))
     seed = config.split_seed

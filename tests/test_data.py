@@ -1,4 +1,5 @@
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -171,3 +172,62 @@ def test_a_users_text_file_is_an_unlabelled_corpus(tmp_path):
         load_unlabelled(DataConfig(unlabelled_dataset=str(corpus), unlabelled_split="unsupervised"), "text")
     with pytest.raises(DataError, match=r"nope.txt: no such file \(data.unlabelled_dataset\)"):
         load_unlabelled(DataConfig(unlabelled_dataset=str(tmp_path / "nope.txt"), unlabelled_split="train"), "text")
+
+
+def _treebank(tmp_path, monkeypatch, sentences: dict[str, int]) -> DataConfig:
+    """A tiny SST-like dataset: every run of consecutive words of each sentence is a row of train, labelled as its
+    sentence (a phrase shared by two sentences once)."""
+    import datasets
+
+    rows: dict[str, int] = {}
+    for sentence, label in sentences.items():
+        words = sentence.split()
+        for start in range(len(words)):
+            for end in range(start + 1, len(words) + 1):
+                rows.setdefault(" ".join(words[start:end]), label)
+    folder = tmp_path / "me" / "treebank"
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    data = {"sentence": list(rows), "label": list(rows.values())}
+    for split in ("train", "test"):
+        datasets.Dataset.from_dict(data, features=features).to_parquet(str(folder / f"{split}.parquet"))
+    monkeypatch.setenv("NLP_RNN_DATA_DIR", str(tmp_path))
+    return DataConfig(dataset="me/treebank", text_column="sentence", carve_whole_sentences=True,
+                      validation_fraction=0.25)
+
+
+def test_a_treebank_is_carved_by_whole_sentences_and_their_phrases_leave_train(tmp_path, monkeypatch, caplog):
+    sentences = {"the film is good": 1, "the film is bad": 0, "a dull slow mess": 0, "a fine cast": 1,
+                 "warm and funny": 1, "not worth it": 0, "the cast is fine": 1, "slow and dull": 0}
+    config = _treebank(tmp_path, monkeypatch, sentences)
+    caplog.set_level("INFO", logger="nlp_rnn.data")
+    splits = load_splits(config, ClassificationTask)
+    held = splits.validation["sentence"]
+    assert len(held) == 2 and set(held) <= set(sentences)  # a quarter of the 8 sentences, whole
+    assert "held out 2 of 8 whole sentences" in caplog.text
+    train = set(splits.train["sentence"])
+    kept = set(sentences) - set(held)
+    assert kept <= train and not set(held) & train
+    for row in train:  # every phrase left in train occurs in a sentence left in train
+        assert any(f" {row} " in f" {sentence} " for sentence in kept), row
+    for sentence in held:  # and every phrase of a held-out sentence that no kept sentence has is gone
+        words = sentence.split()
+        for start in range(len(words)):
+            for end in range(start + 1, len(words) + 1):
+                phrase = " ".join(words[start:end])
+                assert (phrase in train) == any(f" {phrase} " in f" {other} " for other in kept), phrase
+    assert load_splits(config, ClassificationTask).validation["sentence"] == held  # the seed fixes the choice
+    everything = len(load_raw("me/treebank")["train"])
+    assert len(splits.train) + len(held) < everything  # phrases were left out
+    by_rows = load_splits(replace(config, carve_whole_sentences=False), ClassificationTask)
+    assert len(by_rows.train) + len(by_rows.validation) == everything  # the default carves rows, keeps them all
+
+
+def test_carving_whole_sentences_needs_one_text_column_and_enough_sentences(tmp_path, monkeypatch):
+    from nlp_rnn.tasks import TranslationTask
+
+    config = _treebank(tmp_path, monkeypatch, {"a good film": 1})
+    with pytest.raises(DataError, match="needs a task with one text column"):
+        load_splits(replace(config, source_column="sentence", target_column="sentence"), TranslationTask)
+    with pytest.raises(DataError, match=r"too few whole sentences \(1\) to hold out 0.5"):
+        load_splits(replace(config, validation_fraction=0.5), ClassificationTask)
