@@ -166,14 +166,14 @@ runs/vectors/english-100d.txt: | install
 
 # Retrain, pack and score the shipped CoNLL-2003 named-entity tagger: an ensemble of four runs of one recipe
 # (seeds 0 and 1 on train, seeds 0 and 1 on train+validation), two at a time on one thread each (about 1 hour 20
-# minutes on 2 CPU cores).
-NER = $(BIN)/nlp-rnn train configs/tagging/conll2003_ner.yaml --set train.num_threads=1 --set train.progress=false
+# minutes on 2 CPU cores); run again after an interruption, it continues each run where it stopped.
+NER = configs/tagging/conll2003_ner.yaml --set train.num_threads=1 --set train.progress=false
 NER_ALL = --set data.train_split=train+validation --set train.patience=null
 ner-model: install
-	$(NER) --out runs/ner_base & a=$$!; $(NER) --out runs/ner_base_seed1 --set train.seed=1 & b=$$!; \
-	  wait $$a && wait $$b
-	$(NER) --out runs/ner_trainval $(NER_ALL) & a=$$!; \
-	  $(NER) --out runs/ner_trainval_seed1 $(NER_ALL) --set train.seed=1 & b=$$!; wait $$a && wait $$b
+	$(call train,runs/ner_base,$(NER)) & a=$$!; \
+	  $(call train,runs/ner_base_seed1,$(NER) --set train.seed=1) & b=$$!; wait $$a && wait $$b
+	$(call train,runs/ner_trainval,$(NER) $(NER_ALL)) & a=$$!; \
+	  $(call train,runs/ner_trainval_seed1,$(NER) $(NER_ALL) --set train.seed=1) & b=$$!; wait $$a && wait $$b
 	$(BIN)/nlp-rnn pack runs/ner_base demo/models/ner-conll2003 --fp16 --force \
 	  --ensemble runs/ner_base_seed1,runs/ner_trainval,runs/ner_trainval_seed1
 	$(BIN)/nlp-rnn evaluate demo/models/ner-conll2003 --split test
