@@ -325,7 +325,7 @@ def _inner_phrases(text: str) -> Iterator[str]:
     """Every run of consecutive words of ``text`` shorter than the whole text."""
     words = text.split()
     for start in range(len(words)):
-        for end in range(start + 1, len(words) + (start > 0)):
+        for end in range(start + 1, len(words) + (start > 0)):  # from the first word: all but the last
             yield " ".join(words[start:end])
 
 
